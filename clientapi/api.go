@@ -1,0 +1,45 @@
+// Package clientapi serves the Matrix Client-Server API
+// (/_matrix/client/**). Handlers are thin: parse, call a service, answer.
+// routes.go is the whole route table.
+package clientapi
+
+import (
+	"net/http"
+
+	"praxis/clientapi/auth"
+	"praxis/internal/config"
+	"praxis/internal/httputil"
+	"praxis/internal/users"
+)
+
+// API holds the services the handlers call. internal/homeserver fills it.
+type API struct {
+	Config *config.Config
+	Users  *users.Service
+}
+
+// authed adapts a handler that needs a logged-in caller.
+func authed[T any](a *API, fn func(r *http.Request, dev *users.Device) (T, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dev, err := auth.Device(r, a.Users)
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		r = r.WithContext(auth.WithDevice(r.Context(), dev))
+		resp, err := fn(r, dev)
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		httputil.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+// open adapts a handler that needs no login.
+func open[T any](fn func(r *http.Request) (T, error)) http.Handler {
+	return httputil.JSONHandler(fn)
+}
+
+// empty is the {} many endpoints answer with.
+type empty struct{}

@@ -1,0 +1,58 @@
+package clientapi
+
+import (
+	"net/http"
+	"strings"
+
+	"praxis/internal/httputil"
+)
+
+const (
+	v3 = "/_matrix/client/v3"
+	v1 = "/_matrix/client/v1"
+)
+
+// Routes mounts the Client-Server API on mux. One line per endpoint, grouped
+// by area; each area's handlers live in the file named after it.
+func (a *API) Routes(mux *http.ServeMux) {
+	// server discovery and capabilities (misc.go)
+	mux.Handle("GET /_matrix/client/versions", open(a.versions))
+	mux.Handle("GET /.well-known/matrix/client", open(a.wellKnownClient))
+
+	// accounts: register, login, logout, whoami, password, deactivate, devices (account.go)
+
+	// profile, account data, filters, push rules, presence (profile.go, accountdata.go, pushrules.go)
+
+	// rooms: create, join, invite, leave, send, state, members, messages (rooms.go)
+
+	// sync (sync.go)
+
+	// end-to-end encryption: keys, to-device, key backup (keys.go)
+
+	// media (media.go)
+
+	// Everything else under the client prefix is unknown: JSON 404, or 405
+	// when the path exists with another method.
+	mux.Handle("/_matrix/", unrecognized(mux))
+}
+
+var allMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}
+
+// unrecognized answers the spec's M_UNRECOGNIZED for unknown endpoints:
+// 405 if another method would have matched, 404 otherwise.
+func unrecognized(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range allMethods {
+			if m == r.Method {
+				continue
+			}
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && !strings.HasSuffix(pattern, "/_matrix/") {
+				httputil.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "method not allowed"})
+				return
+			}
+		}
+		httputil.WriteJSON(w, http.StatusNotFound, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "unrecognized request"})
+	})
+}

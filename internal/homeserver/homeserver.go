@@ -1,0 +1,154 @@
+// Package homeserver is the composition root: it builds every service from
+// the configuration, mounts the HTTP routes and runs the listeners.
+package homeserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"praxis/clientapi"
+	"praxis/federation/keyring"
+	"praxis/internal/config"
+	"praxis/internal/httputil"
+	"praxis/internal/storage"
+	"praxis/internal/streams"
+	"praxis/internal/users"
+)
+
+// Server is one running Praxis node.
+type Server struct {
+	Config     *config.Config
+	DB         *storage.DB
+	SigningKey *keyring.SigningKey
+	Notifier   *streams.Notifier
+	Users      *users.Service
+
+	clientMux *http.ServeMux
+	fedMux    *http.ServeMux
+
+	// background work (sender, retention, …) stops when ctx is cancelled
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+
+	servers []*http.Server
+}
+
+// Options tune a server for tests and benchmarks.
+type Options struct {
+	// BcryptCost overrides the password hashing cost (0 = default).
+	BcryptCost int
+}
+
+// New builds a server: opens and migrates the database, loads or creates
+// the signing key and wires every service. It does not listen yet.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
+	db, err := storage.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	key, created, err := keyring.LoadOrGenerate(cfg.SigningKey)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if created {
+		slog.InfoContext(ctx, "generated signing key", "path", cfg.SigningKey, "key_id", key.KeyID)
+	}
+	head, err := db.StreamHead(ctx)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Server{
+		Config:     cfg,
+		DB:         db,
+		SigningKey: key,
+		Notifier:   streams.NewNotifier(head),
+		Users:      users.New(db, cfg.ServerName),
+		clientMux:  http.NewServeMux(),
+		fedMux:     http.NewServeMux(),
+	}
+	if opts.BcryptCost > 0 {
+		s.Users.SetBcryptCost(opts.BcryptCost)
+	}
+	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.bgCancel = cancel
+	_ = bgCtx
+
+	api := &clientapi.API{
+		Config: cfg,
+		Users:  s.Users,
+	}
+	api.Routes(s.clientMux)
+	return s, nil
+}
+
+// ClientHandler serves the Client-Server and admin APIs.
+func (s *Server) ClientHandler() http.Handler {
+	return httputil.Middleware(s.clientMux, s.Config.Limits.MaxBodyBytes)
+}
+
+// FederationHandler serves the Server-Server API.
+func (s *Server) FederationHandler() http.Handler {
+	return httputil.Middleware(s.fedMux, s.Config.Limits.MaxBodyBytes)
+}
+
+// Run listens on the configured addresses until ctx is cancelled, then
+// shuts down gracefully: in-flight requests finish, the database closes.
+func (s *Server) Run(ctx context.Context) error {
+	type listener struct {
+		name, addr string
+		h          http.Handler
+	}
+	ls := []listener{{"client", s.Config.Listen.Client, s.ClientHandler()}}
+	if s.Config.Listen.Federation != "" {
+		ls = append(ls, listener{"federation", s.Config.Listen.Federation, s.FederationHandler()})
+	}
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("listen %s on %s: %w", l.name, l.addr, err)
+		}
+		srv := &http.Server{Handler: l.h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+		s.servers = append(s.servers, srv)
+		slog.InfoContext(ctx, "listening", "api", l.name, "addr", ln.Addr().String(), "server_name", s.Config.ServerName)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener: %w", l.name, err)
+			}
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	slog.Info("shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, srv := range s.servers {
+		if err := srv.Shutdown(shutCtx); err != nil {
+			slog.Warn("shutdown", "err", err)
+		}
+	}
+	return errors.Join(runErr, s.Close())
+}
+
+// Close stops background work and closes the database.
+func (s *Server) Close() error {
+	s.bgCancel()
+	s.bgWG.Wait()
+	return s.DB.Close()
+}
