@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"praxis/clientapi"
+	"praxis/federation"
 	"praxis/federation/keyring"
 	"praxis/internal/config"
 	"praxis/internal/httputil"
@@ -90,6 +91,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		Users:  s.Users,
 	}
 	api.Routes(s.clientMux)
+
+	fed := &federation.API{ServerName: cfg.ServerName, Key: key}
+	fed.Routes(s.fedMux)
+	// The key endpoint is also reachable on the client listener so that a
+	// node without a federation listener still publishes its key.
+	s.clientMux.Handle("GET /_matrix/key/v2/server", s.fedMux)
 	return s, nil
 }
 
