@@ -279,7 +279,15 @@ func (db *DB) NextStreamPos(ctx context.Context, k int64) (int64, error) {
 		return 0, errors.New("storage: NextStreamPos outside a transaction")
 	}
 	var pos int64
-	if err := db.QueryRow(ctx, `UPDATE stream_head SET pos = pos + $1 RETURNING pos`, k).Scan(&pos); err != nil {
+	q := `UPDATE stream_head SET pos = pos + $1 RETURNING pos`
+	if db.shared.engine == Postgres {
+		// pg_notify inside the transaction is delivered on commit, so other
+		// praxis processes on this database wake exactly when the position
+		// becomes visible (ARCHITECTURE §1.4).
+		q = `WITH u AS (UPDATE stream_head SET pos = pos + $1 RETURNING pos)
+			SELECT pos FROM u, LATERAL (SELECT pg_notify('` + StreamChannel + `', u.pos::text)) n`
+	}
+	if err := db.QueryRow(ctx, q, k).Scan(&pos); err != nil {
 		return 0, fmt.Errorf("advance stream: %w", err)
 	}
 	return pos, nil

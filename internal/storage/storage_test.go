@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"praxis/internal/storage"
 	"praxis/internal/storage/storagetest"
@@ -121,4 +122,39 @@ func TestIn(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestFollowStreamSeesCommitsFromAnotherConnection(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// A second handle on the same database stands in for another
+		// praxis process.
+		other, err := storage.Open(ctx, db.DSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		got := make(chan int64, 16)
+		db.FollowStream(ctx, 50*time.Millisecond, func(pos int64) { got <- pos })
+		time.Sleep(200 * time.Millisecond) // let LISTEN take effect
+		var want int64
+		if err := other.Transact(ctx, func(tx *storage.DB) error {
+			want, err = tx.NextStreamPos(ctx, 1)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case p := <-got:
+				if p >= want {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("position %d from the other connection never arrived", want)
+			}
+		}
+	})
 }
