@@ -84,7 +84,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	bgCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.bgCancel = cancel
-	_ = bgCtx
+	if db.Engine() == storage.Postgres {
+		// Other praxis processes on this database commit stream positions
+		// too; their NOTIFYs wake our long-polls. The slow poll covers a
+		// notification lost while the listener reconnects.
+		db.FollowStream(bgCtx, time.Second, s.Notifier.Publish)
+	}
 
 	api := &clientapi.API{
 		Config: cfg,
