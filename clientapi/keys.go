@@ -1,0 +1,261 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"praxis/crypto/keyserver"
+	"praxis/internal/httputil"
+	"praxis/internal/users"
+)
+
+type uploadKeysResponse struct {
+	OneTimeKeyCounts map[string]int `json:"one_time_key_counts"`
+}
+
+// uploadKeys serves POST /_matrix/client/v3/keys/upload: the caller
+// device's identity keys, one-time keys and fallback keys.
+func (a *API) uploadKeys(r *http.Request, dev *users.Device) (*uploadKeysResponse, error) {
+	var req keyserver.UploadRequest
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	counts, err := a.Keys.Upload(r.Context(), dev.UserID, dev.DeviceID, req)
+	if err != nil {
+		return nil, err
+	}
+	return &uploadKeysResponse{OneTimeKeyCounts: counts}, nil
+}
+
+// queryKeys serves POST /_matrix/client/v3/keys/query.
+func (a *API) queryKeys(r *http.Request, dev *users.Device) (*keyserver.QueryResponse, error) {
+	var req struct {
+		DeviceKeys map[string][]string `json:"device_keys"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if len(req.DeviceKeys) > maxKeyUsers {
+		return nil, httputil.InvalidParam("too many users in one query")
+	}
+	for u := range req.DeviceKeys {
+		if !validUserID(u) {
+			return nil, httputil.InvalidParam("not a user ID: " + u)
+		}
+	}
+	return a.Keys.Query(r.Context(), dev.UserID, req.DeviceKeys)
+}
+
+// maxKeyUsers bounds one /keys/query or /keys/claim so a single request
+// cannot make the server read every key it holds.
+const maxKeyUsers = 1000
+
+func validUserID(u string) bool {
+	return strings.HasPrefix(u, "@") && strings.Contains(u, ":") && len(u) <= 255
+}
+
+// claimKeys serves POST /_matrix/client/v3/keys/claim.
+func (a *API) claimKeys(r *http.Request, dev *users.Device) (*keyserver.ClaimResponse, error) {
+	var req struct {
+		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if len(req.OneTimeKeys) > maxKeyUsers {
+		return nil, httputil.InvalidParam("too many users in one claim")
+	}
+	for u, devs := range req.OneTimeKeys {
+		if !validUserID(u) {
+			return nil, httputil.InvalidParam("not a user ID: " + u)
+		}
+		for _, alg := range devs {
+			if alg == "" {
+				return nil, httputil.InvalidParam("missing key algorithm")
+			}
+		}
+	}
+	return a.Keys.Claim(r.Context(), req.OneTimeKeys)
+}
+
+type keyChangesResponse struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
+}
+
+// keyChanges serves GET /_matrix/client/v3/keys/changes?from=…&to=…: users
+// whose device lists changed between two sync tokens.
+func (a *API) keyChanges(r *http.Request, dev *users.Device) (*keyChangesResponse, error) {
+	q := r.URL.Query()
+	if q.Get("from") == "" || q.Get("to") == "" {
+		return nil, httputil.MissingParam("from and to are required")
+	}
+	from, err1 := streamPosOfToken(q.Get("from"))
+	to, err2 := streamPosOfToken(q.Get("to"))
+	if err1 != nil || err2 != nil {
+		return nil, httputil.InvalidParam("from and to must be sync tokens")
+	}
+	changed, left, err := a.Keys.DeviceListChanges(r.Context(), dev.UserID, from, to)
+	if err != nil {
+		return nil, err
+	}
+	return &keyChangesResponse{Changed: changed, Left: left}, nil
+}
+
+// streamPosOfToken reads the global stream position out of a sync token
+// ("s<pos>", possibly followed by other parts after a non-digit).
+func streamPosOfToken(tok string) (int64, error) {
+	rest, ok := strings.CutPrefix(tok, "s")
+	if !ok {
+		return 0, errors.New("not a sync token")
+	}
+	end := 0
+	for end < len(rest) && rest[end] >= '0' && rest[end] <= '9' {
+		end++
+	}
+	return strconv.ParseInt(rest[:end], 10, 64)
+}
+
+// uploadCrossSigningKeys serves POST /_matrix/client/v3/keys/device_signing/upload.
+// Replacing existing keys needs the password (UIA); the first upload does
+// not (MSC3967), nor does repeating an upload that already succeeded.
+func (a *API) uploadCrossSigningKeys(r *http.Request, dev *users.Device) (*empty, error) {
+	body, err := httputil.ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		keyserver.CrossSigningKeys
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := httputil.Unmarshal(body, &req); err != nil {
+		return nil, err
+	}
+	need, err := a.Keys.CrossSigningNeedsAuth(r.Context(), dev.UserID, req.CrossSigningKeys)
+	if err != nil {
+		return nil, err
+	}
+	if need {
+		if err := a.passwordUIA(r, dev, "device_signing_upload", req.Auth); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.Keys.UploadCrossSigning(r.Context(), dev.UserID, req.CrossSigningKeys); err != nil {
+		return nil, err
+	}
+	return &empty{}, nil
+}
+
+type signaturesUploadResponse struct {
+	Failures map[string]map[string]keyserver.SignatureFailure `json:"failures"`
+}
+
+// uploadSignatures serves POST /_matrix/client/v3/keys/signatures/upload.
+func (a *API) uploadSignatures(r *http.Request, dev *users.Device) (*signaturesUploadResponse, error) {
+	var req map[string]map[string]json.RawMessage
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	failures, err := a.Keys.UploadSignatures(r.Context(), dev.UserID, req)
+	if err != nil {
+		return nil, err
+	}
+	return &signaturesUploadResponse{Failures: failures}, nil
+}
+
+// sendToDevice serves PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}.
+func (a *API) sendToDevice(r *http.Request, dev *users.Device) (*empty, error) {
+	var req struct {
+		Messages map[string]map[string]json.RawMessage `json:"messages"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if err := a.ToDevice.Send(r.Context(), dev.UserID, dev.DeviceID, r.PathValue("eventType"), r.PathValue("txnId"), req.Messages); err != nil {
+		return nil, err
+	}
+	return &empty{}, nil
+}
+
+// passwordUIA runs user-interactive auth with the m.login.password stage
+// for a sensitive key operation: without auth it answers 401 with the
+// flows and a new session; with a correct password it lets the request
+// through.
+func (a *API) passwordUIA(r *http.Request, dev *users.Device, purpose string, raw json.RawMessage) error {
+	ctx := r.Context()
+	var auth struct {
+		Type       string `json:"type"`
+		Session    string `json:"session"`
+		Password   string `json:"password"`
+		User       string `json:"user"`
+		Identifier struct {
+			Type string `json:"type"`
+			User string `json:"user"`
+		} `json:"identifier"`
+	}
+	if len(raw) > 0 && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &auth); err != nil {
+			return httputil.BadJSON("auth must be an object")
+		}
+	}
+	challenge := func(session string, cause *httputil.Error) error {
+		if session == "" {
+			s, err := a.Users.CreateUIASession(ctx, purpose, dev.UserID)
+			if err != nil {
+				return err
+			}
+			session = s.ID
+		}
+		e := httputil.Errorf(http.StatusUnauthorized, "", "")
+		e.Extra = map[string]any{
+			"flows":     []map[string]any{{"stages": []string{"m.login.password"}}},
+			"params":    map[string]any{},
+			"session":   session,
+			"completed": []string{},
+		}
+		if cause != nil {
+			e.ErrCode, e.Message = cause.ErrCode, cause.Message
+		} else {
+			e.ErrCode, e.Message = "M_FORBIDDEN", "authentication required"
+		}
+		return e
+	}
+	if auth.Type == "" {
+		return challenge(auth.Session, nil)
+	}
+	if auth.Session != "" {
+		s, err := a.Users.UIASession(ctx, auth.Session)
+		if errors.Is(err, users.ErrNotFound) || (err == nil && (s.UserID != dev.UserID || s.Purpose != purpose)) {
+			return challenge("", httputil.Errorf(http.StatusUnauthorized, "M_UNKNOWN", "unknown UIA session"))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if auth.Type != "m.login.password" {
+		return challenge(auth.Session, httputil.Errorf(http.StatusUnauthorized, "M_UNKNOWN", "unsupported auth type"))
+	}
+	user := auth.Identifier.User
+	if user == "" {
+		user = auth.User
+	}
+	if user != "" && !strings.HasPrefix(user, "@") {
+		user = a.Users.UserID(user)
+	}
+	if user != dev.UserID {
+		return challenge(auth.Session, httputil.Forbidden("auth is for another user"))
+	}
+	if err := a.Users.CheckPassword(ctx, dev.UserID, auth.Password); err != nil {
+		if errors.Is(err, users.ErrBadPassword) || errors.Is(err, users.ErrDeactivated) {
+			return challenge(auth.Session, httputil.Forbidden("invalid password"))
+		}
+		return err
+	}
+	if auth.Session != "" {
+		_ = a.Users.DeleteUIASession(ctx, auth.Session)
+	}
+	return nil
+}

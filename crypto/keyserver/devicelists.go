@@ -1,0 +1,105 @@
+package keyserver
+
+import (
+	"context"
+	"fmt"
+	"sort"
+)
+
+// DeviceListChanges answers /sync's device_lists and /keys/changes for
+// userID between two stream positions (since, upto]:
+//
+//   - changed: users sharing a joined room with userID (and userID itself)
+//     whose devices or cross-signing keys changed, plus users who began
+//     sharing a room with userID (either side joined);
+//   - left: users who shared a room with userID during the range but no
+//     longer share any.
+func (s *Service) DeviceListChanges(ctx context.Context, userID string, since, upto int64) (changed, left []string, err error) {
+	if upto <= since {
+		return []string{}, []string{}, nil
+	}
+	changedSet := map[string]bool{}
+	// Key changes of userID itself and of everyone sharing a room now.
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT c.user_id FROM device_list_changes c
+		WHERE c.stream_pos > $2 AND c.stream_pos <= $3 AND (c.user_id = $1 OR c.user_id IN (
+			SELECT o.user_id FROM room_members me JOIN room_members o ON o.room_nid = me.room_nid
+			WHERE me.user_id = $1 AND me.membership = 'join' AND o.membership = 'join'))`, userID, since, upto)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read device list changes for %s: %w", userID, err)
+	}
+	if err := collect(rows, changedSet); err != nil {
+		return nil, nil, err
+	}
+	// New room-mates: someone joined a room userID is in, or userID joined
+	// a room with others in it.
+	rows, err = s.db.Query(ctx, `SELECT DISTINCT o.user_id FROM room_members me JOIN room_members o ON o.room_nid = me.room_nid
+		WHERE me.user_id = $1 AND me.membership = 'join' AND o.membership = 'join' AND o.user_id <> $1
+		AND ((o.stream_pos > $2 AND o.stream_pos <= $3) OR (me.stream_pos > $2 AND me.stream_pos <= $3))`, userID, since, upto)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read new room-mates of %s: %w", userID, err)
+	}
+	if err := collect(rows, changedSet); err != nil {
+		return nil, nil, err
+	}
+	// Former room-mates: someone left a room userID is in, or userID left
+	// a room others are still in; kept only if no joined room is shared.
+	candidates := map[string]bool{}
+	rows, err = s.db.Query(ctx, `SELECT DISTINCT o.user_id FROM room_members me JOIN room_members o ON o.room_nid = me.room_nid
+		WHERE me.user_id = $1 AND o.user_id <> $1 AND (
+			(me.membership = 'join' AND o.membership IN ('leave', 'ban') AND o.stream_pos > $2 AND o.stream_pos <= $3)
+			OR (me.membership IN ('leave', 'ban') AND me.stream_pos > $2 AND me.stream_pos <= $3 AND o.membership = 'join'))`, userID, since, upto)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read former room-mates of %s: %w", userID, err)
+	}
+	if err := collect(rows, candidates); err != nil {
+		return nil, nil, err
+	}
+	if len(candidates) > 0 {
+		sharing := map[string]bool{}
+		rows, err = s.db.Query(ctx, `SELECT DISTINCT o.user_id FROM room_members me JOIN room_members o ON o.room_nid = me.room_nid
+			WHERE me.user_id = $1 AND me.membership = 'join' AND o.membership = 'join'`, userID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read room-mates of %s: %w", userID, err)
+		}
+		if err := collect(rows, sharing); err != nil {
+			return nil, nil, err
+		}
+		for u := range candidates {
+			if !sharing[u] {
+				left = append(left, u)
+				delete(changedSet, u)
+			}
+		}
+	}
+	for u := range changedSet {
+		changed = append(changed, u)
+	}
+	sort.Strings(changed)
+	sort.Strings(left)
+	if changed == nil {
+		changed = []string{}
+	}
+	if left == nil {
+		left = []string{}
+	}
+	return changed, left, nil
+}
+
+type rowsScanner interface {
+	Next() bool
+	Scan(...any) error
+	Close() error
+	Err() error
+}
+
+func collect(rows rowsScanner, into map[string]bool) error {
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return err
+		}
+		into[u] = true
+	}
+	return rows.Err()
+}
