@@ -7,6 +7,9 @@ import (
 	"net/http"
 
 	"praxis/clientapi/auth"
+	"praxis/crypto/backup"
+	"praxis/crypto/keyserver"
+	"praxis/crypto/todevice"
 	"praxis/internal/config"
 	"praxis/internal/httputil"
 	"praxis/internal/users"
@@ -16,6 +19,11 @@ import (
 type API struct {
 	Config *config.Config
 	Users  *users.Service
+
+	// end-to-end encryption (keys.go, keybackup.go)
+	Keys     *keyserver.Service
+	ToDevice *todevice.Service
+	Backup   *backup.Service
 }
 
 // authed adapts a handler that needs a logged-in caller.

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"praxis/clientapi"
+	"praxis/crypto/backup"
+	"praxis/crypto/keyserver"
+	"praxis/crypto/todevice"
 	"praxis/federation"
 	"praxis/federation/keyring"
 	"praxis/internal/config"
@@ -29,6 +32,8 @@ type Server struct {
 	SigningKey *keyring.SigningKey
 	Notifier   *streams.Notifier
 	Users      *users.Service
+	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
+	E2EE *keyserver.E2EE
 
 	clientMux *http.ServeMux
 	fedMux    *http.ServeMux
@@ -91,10 +96,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		db.FollowStream(bgCtx, time.Second, s.Notifier.Publish)
 	}
 
+	// End-to-end encryption: deleting a device drops its keys and inbox
+	// and shows up in device lists. s.E2EE is what /sync reads.
+	keys := keyserver.New(db, s.Notifier, cfg.ServerName)
+	inbox := todevice.New(db, s.Notifier, cfg.ServerName)
+	s.Users.OnDeleteDevices(keys.DeleteDevices)
+	s.Users.OnDeleteDevices(inbox.DeleteDevices)
+	s.E2EE = &keyserver.E2EE{Keys: keys, Inbox: inbox}
+
 	api := &clientapi.API{
 		Config: cfg,
 		Users:  s.Users,
 	}
+	api.Keys, api.ToDevice, api.Backup = keys, inbox, backup.New(db)
 	api.Routes(s.clientMux)
 
 	fed := &federation.API{ServerName: cfg.ServerName, Key: key}
