@@ -10,6 +10,7 @@ import (
 	"praxis/crypto/backup"
 	"praxis/crypto/keyserver"
 	"praxis/crypto/todevice"
+	"praxis/internal/call/turn"
 	"praxis/internal/config"
 	"praxis/internal/httputil"
 	"praxis/internal/users"
@@ -19,6 +20,7 @@ import (
 type API struct {
 	Config *config.Config
 	Users  *users.Service
+	TURN   *turn.Service
 
 	// end-to-end encryption (keys.go, keybackup.go)
 	Keys     *keyserver.Service

@@ -53,6 +53,9 @@ func (a *API) Routes(mux *http.ServeMux) {
 
 	// media (media.go)
 
+	// video consultations: TURN credentials (voip.go)
+	mux.Handle("GET "+v3+"/voip/turnServer", authed(a, a.turnServer))
+
 	// Everything else under the client prefix is unknown: JSON 404, or 405
 	// when the path exists with another method.
 	mux.Handle("/_matrix/", unrecognized(mux))

@@ -117,16 +117,48 @@ type Federation struct {
 	InsecureSkipVerify bool     `mapstructure:"insecure_skip_verify"`
 }
 
+// TURN configures /voip/turnServer credentials (TURN REST scheme, so an
+// external coturn with the same static-auth-secret works too) and the
+// embedded relay, which runs when enabled and at least one listen_* is set.
 type TURN struct {
-	Enabled bool     `mapstructure:"enabled"`
-	URIs    []string `mapstructure:"uris"`
-	Secret  string   `mapstructure:"secret"`
+	// Enabled offers TURN to clients; off, /voip/turnServer answers 404 M_NOT_FOUND.
+	Enabled bool `mapstructure:"enabled"`
+	// URIs are handed to clients; empty derives them from public_ip and the embedded listeners.
+	URIs []string `mapstructure:"uris"`
+	// SharedSecret signs credentials (HMAC-SHA1); SharedSecretFile reads it from a file instead.
+	SharedSecret     string `mapstructure:"shared_secret"`
+	SharedSecretFile string `mapstructure:"shared_secret_file"`
 	// TTL is how long handed-out credentials are valid.
 	TTL time.Duration `mapstructure:"ttl"`
-	// Listen runs the embedded TURN server on this UDP/TCP address; empty disables it.
-	Listen string `mapstructure:"listen"`
-	// PublicIP is the relay address announced to peers.
+	// StaffOnly hands credentials to staff and admins; patients get them
+	// only while in a call with staff.
+	StaffOnly bool `mapstructure:"staff_only"`
+	// ListenUDP, ListenTCP and ListenTLS are the embedded server's listeners
+	// (host:port, empty = off). TLS (TURNS) needs TLSCert and TLSKey.
+	ListenUDP string `mapstructure:"listen_udp"`
+	ListenTCP string `mapstructure:"listen_tcp"`
+	ListenTLS string `mapstructure:"listen_tls"`
+	TLSCert   string `mapstructure:"tls_cert"`
+	TLSKey    string `mapstructure:"tls_key"`
+	// PublicIP is the relay address announced to peers; empty uses the listen IP when it is specific.
 	PublicIP string `mapstructure:"public_ip"`
+	// Realm of the long-term credentials; empty uses the server name's host.
+	Realm string `mapstructure:"realm"`
+	// RelayPorts is the UDP port range "min-max" for relay sockets; empty lets the OS choose.
+	RelayPorts string `mapstructure:"relay_ports"`
+	// UserQuota caps concurrent allocations per user; TotalQuota per node (0 = unlimited).
+	UserQuota  int `mapstructure:"user_quota"`
+	TotalQuota int `mapstructure:"total_quota"`
+	// UserBandwidthKbps caps one user's relayed traffic, both directions summed (0 = unlimited).
+	UserBandwidthKbps int `mapstructure:"user_bandwidth_kbps"`
+	// AllowPrivatePeers permits relaying to loopback, private and link-local
+	// peers (tests, closed LANs); off, only public peers and our own relay IP.
+	AllowPrivatePeers bool `mapstructure:"allow_private_peers"`
+}
+
+// TURNEmbedded reports whether the embedded relay should run.
+func (t TURN) TURNEmbedded() bool {
+	return t.Enabled && (t.ListenUDP != "" || t.ListenTCP != "" || t.ListenTLS != "")
 }
 
 type Metrics struct {
@@ -153,7 +185,13 @@ func Defaults() Config {
 			AllowedTypes:   []string{"application/pdf", "image/jpeg", "image/png", "application/octet-stream"},
 		},
 		Federation: Federation{Enabled: false},
-		TURN:       TURN{TTL: 24 * time.Hour},
+		TURN: TURN{
+			TTL:               24 * time.Hour,
+			RelayPorts:        "49152-65535",
+			UserQuota:         10,
+			TotalQuota:        1000,
+			UserBandwidthKbps: 8000,
+		},
 		Metrics:    Metrics{Enabled: true},
 	}
 }
@@ -258,7 +296,7 @@ func (c *Config) Validate() error {
 	if !strings.HasPrefix(c.Database, "sqlite:") && !strings.HasPrefix(c.Database, "postgres://") && !strings.HasPrefix(c.Database, "postgresql://") {
 		bad("database", "want sqlite:PATH or a postgres:// URL")
 	}
-	for key, addr := range map[string]string{"listen.client": c.Listen.Client, "listen.federation": c.Listen.Federation, "admin.listen": c.Admin.Listen, "turn.listen": c.TURN.Listen} {
+	for key, addr := range map[string]string{"listen.client": c.Listen.Client, "listen.federation": c.Listen.Federation, "admin.listen": c.Admin.Listen, "turn.listen_udp": c.TURN.ListenUDP, "turn.listen_tcp": c.TURN.ListenTCP, "turn.listen_tls": c.TURN.ListenTLS} {
 		if addr == "" {
 			if key == "listen.client" {
 				bad(key, "must not be empty")
@@ -291,9 +329,7 @@ func (c *Config) Validate() error {
 	if c.Media.MaxUploadBytes <= 0 {
 		bad("media.max_upload_bytes", "must be positive")
 	}
-	if c.TURN.Enabled && (len(c.TURN.URIs) == 0 || c.TURN.Secret == "") {
-		bad("turn", "enabled needs uris and secret")
-	}
+	c.TURN.validate(bad)
 	return errors.Join(errs...)
 }
 

@@ -97,13 +97,38 @@ federation:
   # Test networks only.
   insecure_skip_verify: false
 
+# Video consultations: TURN credentials for clients (GET /voip/turnServer)
+# and the embedded TURN relay. See docs/calls.md.
 turn:
   enabled: false
+  # Empty: derived from public_ip and the listen_* ports of the embedded relay.
+  # For an external coturn: ["turn:turn.example.org:3478?transport=udp", ...]
   uris: []
-  secret: ""
+  # The TURN REST shared secret (coturn: static-auth-secret). At least 16 characters.
+  shared_secret: ""
+  shared_secret_file: ""
+  # How long handed-out credentials stay valid.
   ttl: "24h"
-  listen: ""
+  # Only staff and admins get credentials; patients only during a call with staff.
+  staff_only: false
+  # Embedded relay listeners; all empty = no embedded relay. TURN over TLS on
+  # port 443 gets through the strictest practice firewalls.
+  listen_udp: ""
+  listen_tcp: ""
+  listen_tls: ""
+  tls_cert: ""
+  tls_key: ""
+  # The relay address announced to peers (this host's public IP).
   public_ip: ""
+  # Empty: the host part of server_name.
+  realm: ""
+  relay_ports: "49152-65535"
+  # Concurrent allocations per user and per node; relayed bandwidth per user.
+  user_quota: 10
+  total_quota: 1000
+  user_bandwidth_kbps: 8000
+  # Relaying to loopback/private/link-local peers. Keep off in production.
+  allow_private_peers: false
 
 metrics:
   enabled: true

@@ -18,6 +18,7 @@ import (
 	"praxis/crypto/todevice"
 	"praxis/federation"
 	"praxis/federation/keyring"
+	"praxis/internal/call/turn"
 	"praxis/internal/config"
 	"praxis/internal/httputil"
 	"praxis/internal/storage"
@@ -32,6 +33,7 @@ type Server struct {
 	SigningKey *keyring.SigningKey
 	Notifier   *streams.Notifier
 	Users      *users.Service
+	TURN       *turn.Service
 	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
 	E2EE *keyserver.E2EE
 
@@ -96,6 +98,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		db.FollowStream(bgCtx, time.Second, s.Notifier.Publish)
 	}
 
+	// The embedded TURN relay starts here, not in Run, so that in-process
+	// test servers (which never call Run) relay calls too.
+	if s.TURN, err = turn.New(ctx, cfg.TURN, cfg.ServerName); err != nil {
+		cancel()
+		db.Close()
+		return nil, err
+	}
+
 	// End-to-end encryption: deleting a device drops its keys and inbox
 	// and shows up in device lists. s.E2EE is what /sync reads.
 	keys := keyserver.New(db, s.Notifier, cfg.ServerName)
@@ -107,6 +117,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	api := &clientapi.API{
 		Config: cfg,
 		Users:  s.Users,
+		TURN:   s.TURN,
 	}
 	api.Keys, api.ToDevice, api.Backup = keys, inbox, backup.New(db)
 	api.Routes(s.clientMux)
@@ -176,5 +187,8 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error {
 	s.bgCancel()
 	s.bgWG.Wait()
+	if err := s.TURN.Close(); err != nil {
+		slog.Warn("stop turn relay", "err", err)
+	}
 	return s.DB.Close()
 }
