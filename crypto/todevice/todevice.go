@@ -78,14 +78,17 @@ func (s *Service) Send(ctx context.Context, sender, senderDevice, eventType, txn
 	var pos int64
 	duplicate := false
 	err := s.db.Transact(ctx, func(tx *storage.DB) error {
-		_, err := tx.Exec(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4)`,
+		// ON CONFLICT rather than catching the unique violation: on
+		// Postgres a failed statement aborts the whole transaction.
+		res, err := tx.Exec(ctx, `INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`,
 			sender, senderDevice, txnID, s.now().UnixMilli())
-		if storage.IsUniqueViolation(err) {
-			duplicate = true
-			return nil
-		}
 		if err != nil {
 			return fmt.Errorf("record to-device txn: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			duplicate = true
+			return nil
 		}
 		// Expand "*" to every device the recipient has keys or a session
 		// for, in one query per recipient.
