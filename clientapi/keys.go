@@ -42,7 +42,7 @@ func (a *API) queryKeys(r *http.Request, dev *users.Device) (*keyserver.QueryRes
 		return nil, httputil.InvalidParam("too many users in one query")
 	}
 	for u := range req.DeviceKeys {
-		if !validUserID(u) {
+		if !keysUserID(u) {
 			return nil, httputil.InvalidParam("not a user ID: " + u)
 		}
 	}
@@ -53,7 +53,8 @@ func (a *API) queryKeys(r *http.Request, dev *users.Device) (*keyserver.QueryRes
 // cannot make the server read every key it holds.
 const maxKeyUsers = 1000
 
-func validUserID(u string) bool {
+// keysUserID is a cheap shape check for user IDs named in key requests.
+func keysUserID(u string) bool {
 	return strings.HasPrefix(u, "@") && strings.Contains(u, ":") && len(u) <= 255
 }
 
@@ -69,7 +70,7 @@ func (a *API) claimKeys(r *http.Request, dev *users.Device) (*keyserver.ClaimRes
 		return nil, httputil.InvalidParam("too many users in one claim")
 	}
 	for u, devs := range req.OneTimeKeys {
-		if !validUserID(u) {
+		if !keysUserID(u) {
 			return nil, httputil.InvalidParam("not a user ID: " + u)
 		}
 		for _, alg := range devs {
