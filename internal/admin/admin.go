@@ -1,0 +1,217 @@
+// Package admin serves the admin API: a Synapse-compatible subset under
+// /_synapse/admin/ (so existing tools such as synapse-admin work) and our
+// own endpoints under /_praxis/admin/, and keeps the hash-chained audit
+// log of every admin action.
+package admin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"praxis/clientapi/auth"
+	"praxis/internal/config"
+	"praxis/internal/httputil"
+	"praxis/internal/storage"
+	"praxis/internal/users"
+	"praxis/roomserver"
+)
+
+// RoomReader answers the admin API's room questions (roomserver.Service).
+type RoomReader interface {
+	AdminRooms(ctx context.Context) ([]roomserver.RoomSummary, error)
+	AdminRoom(ctx context.Context, roomID string) (*roomserver.RoomSummary, error)
+	AdminRoomMembers(ctx context.Context, roomID string) ([]string, error)
+}
+
+// RoomLeaver makes a deactivated user leave every room (roomserver).
+type RoomLeaver interface {
+	LeaveAllRooms(ctx context.Context, userID string) error
+}
+
+// Service is the admin API.
+type Service struct {
+	cfg   *config.Config
+	db    *storage.DB
+	users *users.Service
+	rooms RoomReader
+	// leaver is nil until the room service can do it; deactivation then
+	// only locks the account.
+	leaver RoomLeaver
+	audit  *AuditLog
+	now    func() time.Time
+}
+
+// New returns the admin API. rooms may be nil (room endpoints then answer
+// 404 M_UNRECOGNIZED) for a node without a room service.
+func New(cfg *config.Config, db *storage.DB, u *users.Service, rooms RoomReader) *Service {
+	return &Service{cfg: cfg, db: db, users: u, rooms: rooms, audit: NewAuditLog(db), now: time.Now}
+}
+
+// SetRoomLeaver lets user deactivation make the user leave their rooms.
+func (s *Service) SetRoomLeaver(l RoomLeaver) { s.leaver = l }
+
+// Audit returns the audit log, for other services that audit their own
+// administrative actions (e.g. internal/care).
+func (s *Service) Audit() *AuditLog { return s.audit }
+
+const (
+	synV1  = "/_synapse/admin/v1"
+	synV2  = "/_synapse/admin/v2"
+	praxV1 = "/_praxis/admin/v1"
+)
+
+// Routes mounts the admin API on mux: one line per endpoint.
+func (s *Service) Routes(mux *http.ServeMux) {
+	// shared-secret registration: authenticated by the MAC, not a token (register.go)
+	mux.Handle("GET "+synV1+"/register", httputil.JSONHandler(s.registerNonce))
+	mux.Handle("POST "+synV1+"/register", httputil.JSONHandler(s.registerSharedSecret))
+
+	mux.Handle("GET "+synV1+"/server_version", s.admin(s.serverVersion))
+
+	// users (users.go)
+	mux.Handle("GET "+synV2+"/users", s.admin(s.listUsers))
+	mux.Handle("GET "+synV2+"/users/{userId}", s.admin(s.getUser))
+	mux.Handle("PUT "+synV2+"/users/{userId}", s.admin(s.putUser))
+	mux.Handle("POST "+synV1+"/deactivate/{userId}", s.admin(s.deactivateUser))
+	mux.Handle("POST "+synV1+"/reset_password/{userId}", s.admin(s.resetPassword))
+	mux.Handle("GET "+synV1+"/users/{userId}/admin", s.admin(s.getAdmin))
+	mux.Handle("PUT "+synV1+"/users/{userId}/admin", s.admin(s.putAdmin))
+
+	// rooms (rooms.go)
+	mux.Handle("GET "+synV1+"/rooms", s.admin(s.listRooms))
+	mux.Handle("GET "+synV1+"/rooms/{roomId}", s.admin(s.getRoom))
+	mux.Handle("GET "+synV1+"/rooms/{roomId}/members", s.admin(s.roomMembers))
+
+	// registration tokens (tokens.go)
+	mux.Handle("GET "+synV1+"/registration_tokens", s.admin(s.listTokens))
+	mux.Handle("POST "+synV1+"/registration_tokens", s.admin(s.createToken))
+	mux.Handle("POST "+synV1+"/registration_tokens/new", s.admin(s.createToken))
+	mux.Handle("GET "+synV1+"/registration_tokens/{token}", s.admin(s.getToken))
+	mux.Handle("PUT "+synV1+"/registration_tokens/{token}", s.admin(s.updateToken))
+	mux.Handle("DELETE "+synV1+"/registration_tokens/{token}", s.admin(s.deleteToken))
+
+	// audit log (audithttp.go)
+	mux.Handle("GET "+praxV1+"/audit", s.admin(s.listAudit))
+	mux.Handle("GET "+praxV1+"/audit/verify", s.admin(s.verifyAudit))
+
+	mux.Handle("/_synapse/admin/", unrecognized(mux, "/_synapse/admin/"))
+	mux.Handle("/_praxis/admin/", unrecognized(mux, "/_praxis/admin/"))
+}
+
+// withStatus makes a handler answer with a status other than 200.
+type withStatus struct {
+	status int
+	body   any
+}
+
+// admin adapts a handler that only server admins may call: no token is
+// 401, a token of a non-admin 403 M_FORBIDDEN.
+func (s *Service) admin(fn func(r *http.Request, caller *users.Device) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dev, err := auth.Device(r, s.users)
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		if !dev.IsAdmin {
+			httputil.WriteError(w, r, httputil.Forbidden("You are not a server admin"))
+			return
+		}
+		r = r.WithContext(auth.WithDevice(r.Context(), dev))
+		resp, err := fn(r, dev)
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		if ws, ok := resp.(withStatus); ok {
+			httputil.WriteJSON(w, ws.status, ws.body)
+			return
+		}
+		httputil.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+// unrecognized answers unknown admin paths with the JSON the rest of the
+// API uses: 405 when another method would match, else 404.
+func unrecognized(mux *http.ServeMux, prefix string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			if m == r.Method {
+				continue
+			}
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && !strings.HasSuffix(pattern, prefix) {
+				httputil.WriteJSON(w, http.StatusMethodNotAllowed, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "method not allowed"})
+				return
+			}
+		}
+		httputil.WriteJSON(w, http.StatusNotFound, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "unrecognized request"})
+	})
+}
+
+// Version is the server version reported by server_version.
+func Version() string {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	return "Praxis " + v
+}
+
+// serverVersion serves GET /_synapse/admin/v1/server_version.
+func (s *Service) serverVersion(r *http.Request, caller *users.Device) (any, error) {
+	return map[string]string{"server_version": Version()}, nil
+}
+
+// localUser checks a user ID from the path: well-formed and ours.
+func (s *Service) localUser(raw string) (string, error) {
+	local, server, ok := strings.Cut(strings.TrimPrefix(raw, "@"), ":")
+	if !strings.HasPrefix(raw, "@") || !ok || local == "" || server == "" {
+		return "", httputil.InvalidParam("invalid user ID " + quote(raw))
+	}
+	if !s.users.IsLocal(raw) {
+		return "", httputil.InvalidParam("only local users can be managed here")
+	}
+	return raw, nil
+}
+
+// quote keeps user input in error messages short and unambiguous.
+func quote(s string) string {
+	if len(s) > 80 {
+		s = s[:80] + "…"
+	}
+	return "\"" + s + "\""
+}
+
+// userError maps users service errors to Matrix errors.
+func userError(err error) error {
+	switch {
+	case errors.Is(err, users.ErrNotFound):
+		return httputil.NotFound("User not found")
+	case errors.Is(err, users.ErrUserInUse):
+		return httputil.Errorf(http.StatusBadRequest, "M_USER_IN_USE", "User ID already taken")
+	case errors.Is(err, users.ErrInvalidUsername):
+		return httputil.Errorf(http.StatusBadRequest, "M_INVALID_USERNAME", "%s", err.Error())
+	case errors.Is(err, users.ErrInvalid):
+		return httputil.InvalidParam(strings.TrimPrefix(err.Error(), users.ErrInvalid.Error()+": "))
+	}
+	return err
+}
+
+// maxPasswordLength bounds passwords as Synapse does.
+const maxPasswordLength = 512
+
+func checkPassword(pw string) error {
+	if pw == "" {
+		return httputil.MissingParam("password must not be empty")
+	}
+	if len(pw) > maxPasswordLength {
+		return httputil.InvalidParam("password is too long")
+	}
+	return nil
+}

@@ -1,0 +1,293 @@
+package admin_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+
+	"praxis/internal/admin"
+	"praxis/internal/hstest"
+	"praxis/internal/users"
+)
+
+// call makes an admin API request as c and returns the HTTP status and
+// Matrix errcode ("" on success). path is below the server root.
+func call(t *testing.T, c *mautrix.Client, method, path string, body, out any) (int, string) {
+	t.Helper()
+	u := strings.TrimRight(c.HomeserverURL.String(), "/") + path
+	_, err := c.MakeRequest(context.Background(), method, u, body, out)
+	if err == nil {
+		return http.StatusOK, "" // 200 or 201: rawStatus tells them apart
+	}
+	var he mautrix.HTTPError
+	if errors.As(err, &he) && he.Response != nil {
+		return he.Response.StatusCode, hstest.ErrCode(err)
+	}
+	t.Fatalf("%s %s: %v", method, path, err)
+	return 0, ""
+}
+
+// rawStatus makes a request and returns only the status code (for 201s,
+// which the mautrix client reports as success without the code).
+func rawStatus(t *testing.T, c *mautrix.Client, method, path, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, strings.TrimRight(c.HomeserverURL.String(), "/")+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AccessToken != "" {
+		req.Header.Set("Authorization", "Bearer "+c.AccessToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func newAdmin(t *testing.T, srv *hstest.Server) *mautrix.Client {
+	t.Helper()
+	if _, err := srv.Users.CreateAccount(context.Background(), "root", "password-root", true, "user"); err != nil {
+		t.Fatal(err)
+	}
+	return srv.Login(t, "root")
+}
+
+func anonymous(t *testing.T, srv *hstest.Server) *mautrix.Client {
+	c, err := mautrix.NewClient(srv.URL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+// TestAdminOnly checks every endpoint refuses a missing token (401) and a
+// non-admin (403 M_FORBIDDEN), before looking at the request.
+func TestAdminOnly(t *testing.T) {
+	srv := hstest.New(t)
+	alice := srv.Register(t, "alice")
+	anon := anonymous(t, srv)
+	bob := "@bob:hs1.test"
+	for _, ep := range []struct{ method, path string }{
+		{"GET", "/_synapse/admin/v1/server_version"},
+		{"GET", "/_synapse/admin/v2/users"},
+		{"GET", "/_synapse/admin/v2/users/" + esc(bob)},
+		{"PUT", "/_synapse/admin/v2/users/" + esc(bob)},
+		{"POST", "/_synapse/admin/v1/deactivate/" + esc(bob)},
+		{"POST", "/_synapse/admin/v1/reset_password/" + esc(bob)},
+		{"GET", "/_synapse/admin/v1/users/" + esc(bob) + "/admin"},
+		{"PUT", "/_synapse/admin/v1/users/" + esc(bob) + "/admin"},
+		{"GET", "/_synapse/admin/v1/rooms"},
+		{"GET", "/_synapse/admin/v1/rooms/" + esc("!r:hs1.test")},
+		{"GET", "/_synapse/admin/v1/rooms/" + esc("!r:hs1.test") + "/members"},
+		{"GET", "/_synapse/admin/v1/registration_tokens"},
+		{"POST", "/_synapse/admin/v1/registration_tokens/new"},
+		{"GET", "/_synapse/admin/v1/registration_tokens/abc"},
+		{"PUT", "/_synapse/admin/v1/registration_tokens/abc"},
+		{"DELETE", "/_synapse/admin/v1/registration_tokens/abc"},
+		{"GET", "/_praxis/admin/v1/audit"},
+		{"GET", "/_praxis/admin/v1/audit/verify"},
+	} {
+		t.Run(ep.method+" "+ep.path, func(t *testing.T) {
+			var body any
+			if ep.method != "GET" && ep.method != "DELETE" {
+				body = map[string]any{"admin": true, "password": "x"}
+			}
+			if st, code := call(t, anon, ep.method, ep.path, body, nil); st != 401 || code != "M_MISSING_TOKEN" {
+				t.Errorf("no token: %d %s, want 401 M_MISSING_TOKEN", st, code)
+			}
+			if st, code := call(t, alice, ep.method, ep.path, body, nil); st != 403 || code != "M_FORBIDDEN" {
+				t.Errorf("non-admin: %d %s, want 403 M_FORBIDDEN", st, code)
+			}
+		})
+	}
+	// Nothing was written by the refused requests.
+	if _, err := srv.Users.Account(context.Background(), bob); err == nil {
+		t.Error("a refused PUT created the user")
+	}
+	if st := rawStatus(t, anon, "GET", "/_synapse/admin/v1/nonsense", ""); st != 404 {
+		t.Errorf("unknown admin path: %d, want 404", st)
+	}
+}
+
+func TestUsers(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		root := newAdmin(t, srv)
+		ctx := context.Background()
+		carol := "@carol:hs1.test"
+
+		// create: 201 with details
+		if st := rawStatus(t, root, "PUT", "/_synapse/admin/v2/users/"+esc(carol), `{"password":"pw-carol-1","displayname":"Carol"}`); st != 201 {
+			t.Fatalf("create: status %d, want 201", st)
+		}
+		var u struct {
+			Name        string  `json:"name"`
+			DisplayName *string `json:"displayname"`
+			Admin       bool    `json:"admin"`
+			Deactivated bool    `json:"deactivated"`
+		}
+		if st, code := call(t, root, "GET", "/_synapse/admin/v2/users/"+esc(carol), nil, &u); code != "" {
+			t.Fatalf("get: %d %s", st, code)
+		}
+		if u.Name != carol || u.DisplayName == nil || *u.DisplayName != "Carol" || u.Admin || u.Deactivated {
+			t.Fatalf("get = %+v", u)
+		}
+		if err := srv.Users.CheckPassword(ctx, carol, "pw-carol-1"); err != nil {
+			t.Fatalf("password not set: %v", err)
+		}
+		// modify: 200, admin flag and password
+		if st := rawStatus(t, root, "PUT", "/_synapse/admin/v2/users/"+esc(carol), `{"admin":true,"password":"pw-carol-2"}`); st != 200 {
+			t.Fatalf("modify: status %d, want 200", st)
+		}
+		var adm struct{ Admin bool }
+		call(t, root, "GET", "/_synapse/admin/v1/users/"+esc(carol)+"/admin", nil, &adm)
+		if !adm.Admin {
+			t.Error("admin flag not set by PUT")
+		}
+		if err := srv.Users.CheckPassword(ctx, carol, "pw-carol-2"); err != nil {
+			t.Errorf("password not changed: %v", err)
+		}
+
+		for _, tc := range []struct {
+			name, method, path string
+			body               any
+			status             int
+			code               string
+		}{
+			{"get unknown user", "GET", "/_synapse/admin/v2/users/" + esc("@nobody:hs1.test"), nil, 404, "M_NOT_FOUND"},
+			{"get remote user", "GET", "/_synapse/admin/v2/users/" + esc("@x:other.test"), nil, 400, "M_INVALID_PARAM"},
+			{"get malformed user", "GET", "/_synapse/admin/v2/users/carol", nil, 400, "M_INVALID_PARAM"},
+			{"create with bad localpart", "PUT", "/_synapse/admin/v2/users/" + esc("@Bad Name:hs1.test"), map[string]any{"password": "x"}, 400, "M_INVALID_USERNAME"},
+			{"put wrong shape", "PUT", "/_synapse/admin/v2/users/" + esc(carol), map[string]any{"admin": "yes"}, 400, "M_BAD_JSON"},
+			{"demote yourself", "PUT", "/_synapse/admin/v1/users/" + esc("@root:hs1.test") + "/admin", map[string]any{"admin": false}, 400, "M_UNKNOWN"},
+			{"set admin without flag", "PUT", "/_synapse/admin/v1/users/" + esc(carol) + "/admin", map[string]any{}, 400, "M_MISSING_PARAM"},
+			{"set admin unknown user", "PUT", "/_synapse/admin/v1/users/" + esc("@nobody:hs1.test") + "/admin", map[string]any{"admin": true}, 404, "M_NOT_FOUND"},
+			{"reset without password", "POST", "/_synapse/admin/v1/reset_password/" + esc(carol), map[string]any{}, 400, "M_MISSING_PARAM"},
+			{"reset unknown user", "POST", "/_synapse/admin/v1/reset_password/" + esc("@nobody:hs1.test"), map[string]any{"new_password": "x"}, 404, "M_NOT_FOUND"},
+			{"deactivate unknown user", "POST", "/_synapse/admin/v1/deactivate/" + esc("@nobody:hs1.test"), map[string]any{}, 404, "M_NOT_FOUND"},
+			{"deactivate with erase", "POST", "/_synapse/admin/v1/deactivate/" + esc(carol), map[string]any{"erase": true}, 400, "M_INVALID_PARAM"},
+			{"list bad limit", "GET", "/_synapse/admin/v2/users?limit=abc", nil, 400, "M_INVALID_PARAM"},
+			{"list bad order", "GET", "/_synapse/admin/v2/users?order_by=password", nil, 400, "M_INVALID_PARAM"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				st, code := call(t, root, tc.method, tc.path, tc.body, nil)
+				if st != tc.status || code != tc.code {
+					t.Errorf("%s %s = %d %s, want %d %s", tc.method, tc.path, st, code, tc.status, tc.code)
+				}
+			})
+		}
+		if a, _ := srv.Users.Account(ctx, carol); a == nil || a.Deactivated || !a.IsAdmin {
+			t.Fatalf("a refused request changed carol: %+v", a)
+		}
+
+		// reset_password logs the user out by default
+		carolClient := srv.Login(t, "carol")
+		if st, code := call(t, root, "POST", "/_synapse/admin/v1/reset_password/"+esc(carol), map[string]any{"new_password": "pw-carol-3"}, nil); code != "" {
+			t.Fatalf("reset: %d %s", st, code)
+		}
+		if _, err := srv.Users.Authenticate(ctx, carolClient.AccessToken); !errors.Is(err, users.ErrUnknownToken) {
+			t.Errorf("after reset_password the old token gives %v, want ErrUnknownToken", err)
+		}
+		if err := srv.Users.CheckPassword(ctx, carol, "pw-carol-3"); err != nil {
+			t.Errorf("reset did not set the password: %v", err)
+		}
+
+		// list, filters and paging
+		for _, name := range []string{"dave", "erin", "frank"} {
+			srv.Register(t, name)
+		}
+		var list struct {
+			Users []struct {
+				Name string `json:"name"`
+			} `json:"users"`
+			NextToken string `json:"next_token"`
+			Total     int    `json:"total"`
+		}
+		call(t, root, "GET", "/_synapse/admin/v2/users?limit=2", nil, &list)
+		if list.Total != 5 || len(list.Users) != 2 || list.NextToken != "2" || list.Users[0].Name != "@carol:hs1.test" {
+			t.Errorf("page 1 = %+v", list)
+		}
+		call(t, root, "GET", "/_synapse/admin/v2/users?limit=2&from=4", nil, &list)
+		if len(list.Users) != 1 || list.NextToken != "" || list.Users[0].Name != "@root:hs1.test" {
+			t.Errorf("last page = %+v", list)
+		}
+		call(t, root, "GET", "/_synapse/admin/v2/users?name=ERI", nil, &list)
+		if list.Total != 1 || list.Users[0].Name != "@erin:hs1.test" {
+			t.Errorf("name filter = %+v", list)
+		}
+		call(t, root, "GET", "/_synapse/admin/v2/users?admins=true", nil, &list)
+		if list.Total != 2 {
+			t.Errorf("admins filter total = %d, want 2 (root, carol)", list.Total)
+		}
+
+		// deactivation: the token stops working, the list hides the user
+		frank := srv.Login(t, "frank")
+		if st, code := call(t, root, "POST", "/_synapse/admin/v1/deactivate/"+esc("@frank:hs1.test"), map[string]any{}, nil); code != "" {
+			t.Fatalf("deactivate: %d %s", st, code)
+		}
+		if _, err := srv.Users.Authenticate(ctx, frank.AccessToken); !errors.Is(err, users.ErrUnknownToken) {
+			t.Errorf("deactivated user's token: %v, want ErrUnknownToken", err)
+		}
+		call(t, root, "GET", "/_synapse/admin/v2/users", nil, &list)
+		if list.Total != 4 {
+			t.Errorf("list without deactivated: total %d, want 4", list.Total)
+		}
+		call(t, root, "GET", "/_synapse/admin/v2/users?deactivated=true", nil, &list)
+		if list.Total != 5 {
+			t.Errorf("list with deactivated: total %d, want 5", list.Total)
+		}
+		// reactivation needs a password
+		if st, code := call(t, root, "PUT", "/_synapse/admin/v2/users/"+esc("@frank:hs1.test"), map[string]any{"deactivated": false}, nil); code != "M_MISSING_PARAM" {
+			t.Errorf("reactivate without password: %d %s, want M_MISSING_PARAM", st, code)
+		}
+		call(t, root, "PUT", "/_synapse/admin/v2/users/"+esc("@frank:hs1.test"), map[string]any{"deactivated": false, "password": "pw-frank-2"}, nil)
+		if err := srv.Users.CheckPassword(ctx, "@frank:hs1.test", "pw-frank-2"); err != nil {
+			t.Errorf("reactivated user cannot log in: %v", err)
+		}
+
+		// every change above is in a verifiable audit log, without secrets
+		var page struct {
+			Entries []admin.Entry `json:"entries"`
+		}
+		call(t, root, "GET", "/_praxis/admin/v1/audit?limit=100", nil, &page)
+		var actions []string
+		for _, e := range page.Entries {
+			actions = append(actions, e.Action)
+			if strings.Contains(string(e.Params), "pw-") {
+				t.Errorf("audit row %d leaks a password: %s", e.Seq, e.Params)
+			}
+			if e.Actor != "@root:hs1.test" {
+				t.Errorf("audit row %d actor = %s", e.Seq, e.Actor)
+			}
+		}
+		want := "user.create user.modify user.reset_password user.deactivate user.modify"
+		if got := strings.Join(actions, " "); got != want {
+			t.Errorf("audit actions = %q, want %q", got, want)
+		}
+		var v admin.Verification
+		call(t, root, "GET", "/_praxis/admin/v1/audit/verify", nil, &v)
+		if !v.OK || v.Rows != 5 {
+			t.Errorf("verify = %+v, want ok with 5 rows", v)
+		}
+	})
+}
+
+func TestServerVersion(t *testing.T) {
+	srv := hstest.New(t)
+	root := newAdmin(t, srv)
+	var v struct {
+		ServerVersion string `json:"server_version"`
+	}
+	call(t, root, "GET", "/_synapse/admin/v1/server_version", nil, &v)
+	if !strings.HasPrefix(v.ServerVersion, "Praxis") {
+		t.Errorf("server_version = %q", v.ServerVersion)
+	}
+}
