@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -383,4 +384,27 @@ func (l slogLogger) Warnf(f string, args ...any) {
 func (l slogLogger) Error(msg string) { slog.Error(msg, "component", "turn", "scope", l.scope) }
 func (l slogLogger) Errorf(f string, args ...any) {
 	slog.Error(fmt.Sprintf(f, args...), "component", "turn", "scope", l.scope)
+}
+
+// WritePrometheus writes the relay's counters in the Prometheus text
+// exposition format, for the node's /metrics endpoint.
+func (r *Relay) WritePrometheus(w io.Writer) error {
+	s := r.Stats()
+	_, err := fmt.Fprintf(w, `# HELP praxis_turn_allocations Active TURN relay allocations.
+# TYPE praxis_turn_allocations gauge
+praxis_turn_allocations %d
+# HELP praxis_turn_relayed_bytes_total Bytes relayed in both directions.
+# TYPE praxis_turn_relayed_bytes_total counter
+praxis_turn_relayed_bytes_total %d
+# HELP praxis_turn_dropped_packets_total Packets dropped over a user's bandwidth cap.
+# TYPE praxis_turn_dropped_packets_total counter
+praxis_turn_dropped_packets_total %d
+# HELP praxis_turn_auth_failures_total Requests refused for bad or expired credentials.
+# TYPE praxis_turn_auth_failures_total counter
+praxis_turn_auth_failures_total %d
+# HELP praxis_turn_denied_peers_total Permissions refused by the peer address policy.
+# TYPE praxis_turn_denied_peers_total counter
+praxis_turn_denied_peers_total %d
+`, s.ActiveAllocations, s.RelayedBytes, s.DroppedPackets, s.AuthFailures, s.DeniedPeers)
+	return err
 }

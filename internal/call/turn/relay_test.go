@@ -319,3 +319,20 @@ func selfSigned(t *testing.T, host string) (server, client *tls.Config) {
 	client = &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
 	return server, client
 }
+
+func TestRelayPrometheusText(t *testing.T) {
+	r, _ := startRelay(t, nil)
+	user, pass := creds("@alice:hs1.test", time.Now().Add(time.Hour))
+	if _, err := allocate(t, udpURI(r), user, pass, nil); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := r.WritePrometheus(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"\npraxis_turn_allocations 1\n", "\npraxis_turn_relayed_bytes_total 0\n", "# TYPE praxis_turn_denied_peers_total counter\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics text lacks %q:\n%s", want, b.String())
+		}
+	}
+}
