@@ -14,6 +14,7 @@ import (
 	"praxis/internal/config"
 	"praxis/internal/httputil"
 	"praxis/internal/users"
+	"praxis/roomserver"
 )
 
 // API holds the services the handlers call. internal/homeserver fills it.
@@ -21,6 +22,8 @@ type API struct {
 	Config *config.Config
 	Users  *users.Service
 	TURN   *turn.Service
+	// Rooms is the room authority: create, membership, send, redact (rooms.go).
+	Rooms *roomserver.Service
 
 	// end-to-end encryption (keys.go, keybackup.go)
 	Keys     *keyserver.Service

@@ -24,6 +24,23 @@ func (a *API) Routes(mux *http.ServeMux) {
 	// profile, account data, filters, push rules, presence (profile.go, accountdata.go, pushrules.go)
 
 	// rooms: create, join, invite, leave, send, state, members, messages (rooms.go)
+	mux.Handle("POST "+v3+"/createRoom", authed(a, a.createRoom))
+	mux.Handle("POST "+v3+"/join/{roomIdOrAlias}", authed(a, a.joinRoomByIDOrAlias))
+	mux.Handle("POST "+v3+"/knock/{roomIdOrAlias}", authed(a, a.knock))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/join", authed(a, a.joinRoom))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/invite", authed(a, a.invite))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/leave", authed(a, a.leaveRoom))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/forget", authed(a, a.forgetRoom))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/kick", authed(a, a.kick))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/ban", authed(a, a.ban))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/unban", authed(a, a.unban))
+	mux.Handle("PUT "+v3+"/rooms/{roomId}/send/{eventType}/{txnId}", authed(a, a.sendMessage))
+	mux.Handle("PUT "+v3+"/rooms/{roomId}/state/{eventType}", authed(a, a.sendState))
+	mux.Handle("PUT "+v3+"/rooms/{roomId}/state/{eventType}/{stateKey...}", authed(a, a.sendState))
+	mux.Handle("PUT "+v3+"/rooms/{roomId}/redact/{eventId}/{txnId}", authed(a, a.redact))
+	mux.Handle("PUT "+v3+"/directory/room/{roomAlias}", authed(a, a.putRoomAlias))
+	mux.Handle("DELETE "+v3+"/directory/room/{roomAlias}", authed(a, a.deleteRoomAlias))
+	mux.Handle("PUT "+v3+"/directory/list/room/{roomId}", authed(a, a.setRoomVisibility))
 
 	// sync (sync.go)
 

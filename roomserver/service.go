@@ -4,13 +4,30 @@
 package roomserver
 
 import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
 
 	"praxis/federation/keyring"
 	"praxis/internal/config"
+	"praxis/internal/httputil"
 	"praxis/internal/storage"
 	"praxis/internal/streams"
 )
+
+// ErrUnknownUser is what a ProfileLookup returns for a local user ID
+// without an account.
+var ErrUnknownUser = errors.New("unknown user")
+
+// ProfileLookup returns a local user's display name and avatar URL for the
+// content of their member events. roomserver does not own accounts; the
+// composition root passes the accounts service's lookup in.
+type ProfileLookup func(ctx context.Context, userID string) (displayName, avatarURL string, err error)
 
 // Service is the room authority of one node.
 type Service struct {
@@ -20,12 +37,101 @@ type Service struct {
 	serverName string
 	cfg        *config.Config
 	now        func() time.Time
+	profile    ProfileLookup
+
+	// rooms caches what never changes about a room: its NID and version.
+	rooms sync.Map // room ID → *roomInfo
+	// events caches parsed auth events (create, power levels, join rules,
+	// members) by NID; the send path reads the same few over and over.
+	events pduCache
 }
 
 // New returns the room authority.
 func New(db *storage.DB, notifier *streams.Notifier, key *keyring.SigningKey, cfg *config.Config) *Service {
-	return &Service{db: db, notifier: notifier, key: key, serverName: cfg.ServerName, cfg: cfg, now: time.Now}
+	return &Service{
+		db: db, notifier: notifier, key: key, serverName: cfg.ServerName, cfg: cfg, now: time.Now,
+		profile: func(context.Context, string) (string, string, error) { return "", "", nil },
+		events:  pduCache{max: 20000},
+	}
 }
+
+// SetProfileLookup installs the accounts service's profile lookup.
+func (s *Service) SetProfileLookup(fn ProfileLookup) { s.profile = fn }
 
 // ServerName is this node's name.
 func (s *Service) ServerName() string { return s.serverName }
+
+// roomInfo is the immutable part of a room.
+type roomInfo struct {
+	nid     int64
+	id      string
+	version gomatrixserverlib.IRoomVersion
+}
+
+// room returns the room's immutable facts, or 404 M_NOT_FOUND if this
+// server does not know the room.
+func (s *Service) roomInfo(ctx context.Context, db *storage.DB, roomID string) (*roomInfo, error) {
+	if r, ok := s.rooms.Load(roomID); ok {
+		return r.(*roomInfo), nil
+	}
+	var nid int64
+	var ver string
+	err := db.QueryRow(ctx, `SELECT room_nid, room_version FROM rooms WHERE room_id = $1`, roomID).Scan(&nid, &ver)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, httputil.NotFound("room " + roomID + " is not known to this server")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up room %s: %w", roomID, err)
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(ver))
+	if err != nil {
+		return nil, fmt.Errorf("room %s has unknown version %q", roomID, ver)
+	}
+	r := &roomInfo{nid: nid, id: roomID, version: impl}
+	// Only cache what is committed: a room created by a transaction that
+	// still might roll back must not linger here.
+	if !db.InTx() {
+		s.rooms.Store(roomID, r)
+	}
+	return r, nil
+}
+
+// RoomVersion returns the version of a room this server knows.
+func (s *Service) RoomVersion(ctx context.Context, roomID string) (string, error) {
+	r, err := s.roomInfo(ctx, s.db, roomID)
+	if err != nil {
+		return "", err
+	}
+	return string(r.version.Version()), nil
+}
+
+// pduCache is a bounded map of parsed events. When full it starts over:
+// simpler than an LRU and the working set (auth events of active rooms)
+// refills in one round of sends.
+type pduCache struct {
+	mu  sync.Mutex
+	m   map[int64]gomatrixserverlib.PDU
+	max int
+}
+
+func (c *pduCache) get(nid int64) (gomatrixserverlib.PDU, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.m[nid]
+	return p, ok
+}
+
+func (c *pduCache) put(nid int64, p gomatrixserverlib.PDU) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= c.max {
+		c.m = make(map[int64]gomatrixserverlib.PDU, 256)
+	}
+	c.m[nid] = p
+}
+
+func (c *pduCache) drop(nid int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, nid)
+}

@@ -24,6 +24,7 @@ import (
 	"praxis/internal/storage"
 	"praxis/internal/streams"
 	"praxis/internal/users"
+	"praxis/roomserver"
 )
 
 // Server is one running Praxis node.
@@ -33,6 +34,7 @@ type Server struct {
 	SigningKey *keyring.SigningKey
 	Notifier   *streams.Notifier
 	Users      *users.Service
+	Rooms      *roomserver.Service
 	TURN       *turn.Service
 	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
 	E2EE *keyserver.E2EE
@@ -119,6 +121,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		Users:  s.Users,
 		TURN:   s.TURN,
 	}
+	// The room authority reads profiles for member events from accounts.
+	s.Rooms = roomserver.New(db, s.Notifier, key, cfg)
+	s.Rooms.SetProfileLookup(func(ctx context.Context, userID string) (string, string, error) {
+		acc, err := s.Users.Account(ctx, userID)
+		if errors.Is(err, users.ErrNotFound) {
+			return "", "", roomserver.ErrUnknownUser
+		}
+		if err != nil {
+			return "", "", err
+		}
+		return acc.DisplayName, acc.AvatarURL, nil
+	})
+	api.Rooms = s.Rooms
 	api.Keys, api.ToDevice, api.Backup = keys, inbox, backup.New(db)
 	api.Routes(s.clientMux)
 

@@ -1,0 +1,121 @@
+package roomserver
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"praxis/internal/httputil"
+	"praxis/internal/storage"
+)
+
+// SendRequest is one event a local user sends.
+type SendRequest struct {
+	RoomID string
+	Sender string
+	Type   string
+	// StateKey is nil for a message event; "" is a valid state key.
+	StateKey *string
+	// Content must be a JSON object.
+	Content json.RawMessage
+	// Redacts is the target of an m.room.redaction.
+	Redacts string
+	// TxnDevice and TxnID make the send idempotent: a repeat from the same
+	// device returns the first event's ID. Both empty for no transaction.
+	TxnDevice string
+	TxnID     string
+}
+
+// Send builds, signs, auth-checks and persists one event from a local user
+// and returns its ID. A client error comes back as an *httputil.Error:
+// 404 for an unknown room, 403 M_FORBIDDEN with the auth rule that failed,
+// 400 for bad content, 413 for an oversized event.
+func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
+	if err := validateSend(req); err != nil {
+		return "", err
+	}
+	room, err := s.roomInfo(ctx, s.db, req.RoomID)
+	if err != nil {
+		return "", err
+	}
+	if req.TxnID != "" {
+		// fast path for retries, outside the room lock
+		if id, err := s.txnEvent(ctx, s.db, room.nid, req); err != nil || id != "" {
+			return id, err
+		}
+	}
+	var eventID string
+	err = s.db.Transact(ctx, func(tx *storage.DB) error {
+		w, err := s.openWriter(ctx, tx, room)
+		if err != nil {
+			return err
+		}
+		if req.TxnID != "" {
+			// A concurrent retry may have committed while we waited for
+			// the lock.
+			if eventID, err = s.txnEvent(ctx, tx, room.nid, req); err != nil || eventID != "" {
+				return err
+			}
+		}
+		pdu, err := w.add(ctx, proto{sender: req.Sender, evType: req.Type, stateKey: req.StateKey, content: req.Content, redacts: req.Redacts}, req.TxnDevice, req.TxnID)
+		if err != nil {
+			return err
+		}
+		eventID = pdu.EventID()
+		if req.Type == spec.MRoomRedaction {
+			if err := s.applyRedaction(ctx, tx, room, req.Redacts, eventID); err != nil {
+				return err
+			}
+		}
+		_, err = w.finish(ctx)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	slog.DebugContext(ctx, "event sent", "room_id", req.RoomID, "event_id", eventID, "type", req.Type)
+	return eventID, nil
+}
+
+// txnEvent returns the event a client transaction already produced, or "".
+func (s *Service) txnEvent(ctx context.Context, db *storage.DB, roomNID int64, req SendRequest) (string, error) {
+	var id string
+	err := db.QueryRow(ctx, `SELECT event_id FROM events WHERE room_nid = $1 AND sender = $2 AND txn_device = $3 AND txn_id = $4`,
+		roomNID, req.Sender, req.TxnDevice, req.TxnID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up transaction %s: %w", req.TxnID, err)
+	}
+	return id, nil
+}
+
+func validateSend(req SendRequest) error {
+	if _, err := spec.NewRoomID(req.RoomID); err != nil {
+		return httputil.InvalidParam("invalid room ID " + req.RoomID)
+	}
+	if req.Type == "" {
+		return httputil.InvalidParam("missing event type")
+	}
+	if len(req.Type) > 255 {
+		return httputil.InvalidParam("event type is longer than 255 bytes")
+	}
+	if req.StateKey != nil && len(*req.StateKey) > 255 {
+		return httputil.InvalidParam("state key is longer than 255 bytes")
+	}
+	c := strings.TrimSpace(string(req.Content))
+	if c == "" || c[0] != '{' || !json.Valid(req.Content) {
+		return httputil.BadJSON("event content must be a JSON object")
+	}
+	if req.Type == spec.MRoomCreate {
+		return httputil.Forbidden("m.room.create is sent only by createRoom")
+	}
+	return nil
+}
