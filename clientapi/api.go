@@ -13,6 +13,8 @@ import (
 	"praxis/internal/call/turn"
 	"praxis/internal/config"
 	"praxis/internal/httputil"
+	"praxis/internal/media"
+	"praxis/internal/ratelimit"
 	"praxis/internal/users"
 	"praxis/roomserver"
 )
@@ -21,7 +23,12 @@ import (
 type API struct {
 	Config *config.Config
 	Users  *users.Service
-	TURN   *turn.Service
+
+	// accounts and profile (account.go, profile.go); nil-safe until wired
+	AuthLimiter *ratelimit.Limiter // login and registration; nil = unlimited
+	RoomLeaver  roomLeaver         // deactivation leaves every room
+	Profiles    profilePropagator  // profile changes reach member events
+	TURN        *turn.Service
 	// Rooms is the room authority: create, membership, send, redact (rooms.go).
 	Rooms *roomserver.Service
 
@@ -29,6 +36,9 @@ type API struct {
 	Keys     *keyserver.Service
 	ToDevice *todevice.Service
 	Backup   *backup.Service
+
+	// media repository (media.go)
+	Media *media.Service
 }
 
 // authed adapts a handler that needs a logged-in caller.

@@ -1,6 +1,10 @@
 package clientapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"praxis/internal/users"
+)
 
 type versionsResponse struct {
 	Versions         []string        `json:"versions"`
@@ -28,4 +32,42 @@ func (a *API) wellKnownClient(r *http.Request) (*wellKnownClient, error) {
 	var wk wellKnownClient
 	wk.Homeserver.BaseURL = a.Config.PublicBaseURL
 	return &wk, nil
+}
+
+// supportedRoomVersions is our own list (ARCHITECTURE §1.8):
+// gomatrixserverlib's "stable" set includes experimental versions.
+var supportedRoomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"}
+
+type capability struct {
+	Enabled bool `json:"enabled"`
+}
+
+type roomVersionsCapability struct {
+	Default   string            `json:"default"`
+	Available map[string]string `json:"available"`
+}
+
+type capabilitiesResponse struct {
+	Capabilities struct {
+		ChangePassword  capability             `json:"m.change_password"`
+		RoomVersions    roomVersionsCapability `json:"m.room_versions"`
+		SetDisplayName  capability             `json:"m.set_displayname"`
+		SetAvatarURL    capability             `json:"m.set_avatar_url"`
+		ThreePIDChanges capability             `json:"m.3pid_changes"`
+		GetLoginToken   capability             `json:"m.get_login_token"`
+	} `json:"capabilities"`
+}
+
+// capabilities serves GET /_matrix/client/v3/capabilities.
+func (a *API) capabilities(r *http.Request, dev *users.Device) (*capabilitiesResponse, error) {
+	var c capabilitiesResponse
+	c.Capabilities.ChangePassword.Enabled = true
+	c.Capabilities.SetDisplayName.Enabled = true
+	c.Capabilities.SetAvatarURL.Enabled = true
+	c.Capabilities.RoomVersions.Default = a.Config.Rooms.DefaultVersion
+	c.Capabilities.RoomVersions.Available = make(map[string]string, len(supportedRoomVersions))
+	for _, v := range supportedRoomVersions {
+		c.Capabilities.RoomVersions.Available[v] = "stable"
+	}
+	return &c, nil
 }

@@ -13,14 +13,18 @@ import (
 	"time"
 
 	"praxis/clientapi"
+	"praxis/clientapi/auth"
 	"praxis/crypto/backup"
 	"praxis/crypto/keyserver"
 	"praxis/crypto/todevice"
 	"praxis/federation"
 	"praxis/federation/keyring"
+	"praxis/internal/admin"
 	"praxis/internal/call/turn"
 	"praxis/internal/config"
 	"praxis/internal/httputil"
+	"praxis/internal/media"
+	"praxis/internal/ratelimit"
 	"praxis/internal/storage"
 	"praxis/internal/streams"
 	"praxis/internal/users"
@@ -36,6 +40,7 @@ type Server struct {
 	Users      *users.Service
 	Rooms      *roomserver.Service
 	TURN       *turn.Service
+	Media      *media.Service
 	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
 	E2EE *keyserver.E2EE
 
@@ -100,6 +105,31 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		db.FollowStream(bgCtx, time.Second, s.Notifier.Publish)
 	}
 
+	// Media repository: files under <data_dir>/media, admin endpoints
+	// audited, retention in the background until shutdown.
+	if s.Media, err = media.New(db, media.DefaultRoot(cfg.DataDir), cfg.ServerName, cfg.Media); err != nil {
+		cancel()
+		db.Close()
+		return nil, err
+	}
+	mediaAudit := admin.NewAuditLog(db)
+	s.Media.SetAudit(func(ctx context.Context, tx *storage.DB, actor, action, target string, params map[string]any) error {
+		_, err := mediaAudit.Append(ctx, tx, admin.Record{Actor: actor, Action: action, Target: target, Params: params})
+		return err
+	})
+	s.Media.AdminRoutes(s.clientMux, func(r *http.Request) (string, bool, error) {
+		dev, err := auth.Device(r, s.Users)
+		if err != nil {
+			return "", false, err
+		}
+		return dev.UserID, dev.IsAdmin, nil
+	})
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		s.Media.RunRetention(bgCtx, time.Hour)
+	}()
+
 	// The embedded TURN relay starts here, not in Run, so that in-process
 	// test servers (which never call Run) relay calls too.
 	if s.TURN, err = turn.New(ctx, cfg.TURN, cfg.ServerName); err != nil {
@@ -134,7 +164,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return acc.DisplayName, acc.AvatarURL, nil
 	})
 	api.Rooms = s.Rooms
+	api.RoomLeaver, api.Profiles = s.Rooms, s.Rooms
 	api.Keys, api.ToDevice, api.Backup = keys, inbox, backup.New(db)
+	api.Media = s.Media
+	// accounts: account data wakes /sync; login and registration are throttled per address
+	s.Users.SetNotifier(s.Notifier)
+	if cfg.RateLimit.Enabled {
+		api.AuthLimiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
+	}
 	api.Routes(s.clientMux)
 
 	fed := &federation.API{ServerName: cfg.ServerName, Key: key}

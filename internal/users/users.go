@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"praxis/internal/storage"
+	"praxis/internal/streams"
 )
 
 // Errors callers map to Matrix error codes.
@@ -58,12 +59,20 @@ type Service struct {
 	bcryptCost int
 
 	deviceHooks []DeviceHook
+	// notifier wakes /sync after account data changes; nil in store tests.
+	notifier *streams.Notifier
 }
 
 // New returns a users service for serverName.
 func New(db *storage.DB, serverName string) *Service {
 	return &Service{db: db, serverName: serverName, now: time.Now, bcryptCost: bcrypt.DefaultCost}
 }
+
+// SetNotifier makes account data writes wake waiting /sync requests.
+func (s *Service) SetNotifier(n *streams.Notifier) { s.notifier = n }
+
+// SetClock replaces the time source (tests).
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
 
 // SetBcryptCost sets the password hashing cost (tests use bcrypt.MinCost).
 func (s *Service) SetBcryptCost(cost int) { s.bcryptCost = cost }
@@ -223,12 +232,17 @@ const AccessTokenLifetime = 30 * time.Minute
 // CreateSession creates (or reuses) deviceID for userID and issues an
 // access token. An empty deviceID creates a new device.
 func (s *Service) CreateSession(ctx context.Context, userID, deviceID, displayName, ip string, withRefresh bool) (*Session, error) {
+	return s.createSession(ctx, s.db, userID, deviceID, displayName, ip, withRefresh)
+}
+
+// createSession is CreateSession inside db, which may be a transaction.
+func (s *Service) createSession(ctx context.Context, db *storage.DB, userID, deviceID, displayName, ip string, withRefresh bool) (*Session, error) {
 	if deviceID == "" {
 		deviceID = strings.ToUpper(RandomString(8))[:10]
 	}
 	now := s.now().UnixMilli()
 	sess := &Session{UserID: userID, DeviceID: deviceID, AccessToken: "syt_" + RandomString(32)}
-	err := s.db.Transact(ctx, func(tx *storage.DB) error {
+	err := db.Transact(ctx, func(tx *storage.DB) error {
 		var dn any
 		if displayName != "" {
 			dn = displayName
@@ -328,19 +342,32 @@ func (s *Service) DeleteDevices(ctx context.Context, userID string, deviceIDs []
 		return nil
 	}
 	return s.db.Transact(ctx, func(tx *storage.DB) error {
-		for _, table := range []string{"access_tokens", "refresh_tokens", "devices"} {
-			q, args := storage.In(`DELETE FROM `+table+` WHERE user_id = $1 AND device_id IN ($IN)`, 1, deviceIDs)
-			if _, err := tx.Exec(ctx, q, append([]any{userID}, args...)...); err != nil {
-				return fmt.Errorf("delete devices of %s from %s: %w", userID, table, err)
-			}
-		}
-		for _, h := range s.deviceHooks {
-			if err := h(ctx, tx, userID, deviceIDs); err != nil {
-				return err
-			}
-		}
-		return nil
+		return s.deleteDevices(ctx, tx, userID, deviceIDs)
 	})
+}
+
+// deleteDevices is DeleteDevices inside tx.
+func (s *Service) deleteDevices(ctx context.Context, tx *storage.DB, userID string, deviceIDs []string) error {
+	if len(deviceIDs) == 0 {
+		return nil
+	}
+	for _, table := range []string{"access_tokens", "refresh_tokens", "devices"} {
+		q, args := storage.In(`DELETE FROM `+table+` WHERE user_id = $1 AND device_id IN ($IN)`, 1, deviceIDs)
+		if _, err := tx.Exec(ctx, q, append([]any{userID}, args...)...); err != nil {
+			return fmt.Errorf("delete devices of %s from %s: %w", userID, table, err)
+		}
+	}
+	// Pushers registered from a deleted device must stop too.
+	q, args := storage.In(`DELETE FROM pushers WHERE user_id = $1 AND device_id IN ($IN)`, 1, deviceIDs)
+	if _, err := tx.Exec(ctx, q, append([]any{userID}, args...)...); err != nil {
+		return fmt.Errorf("delete pushers of %s: %w", userID, err)
+	}
+	for _, h := range s.deviceHooks {
+		if err := h(ctx, tx, userID, deviceIDs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DeviceHook runs inside the transaction that deletes devices.
