@@ -1,0 +1,335 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidwall/sjson"
+
+	"praxis/internal/httputil"
+	"praxis/internal/users"
+	"praxis/roomserver"
+)
+
+// This file holds the room read endpoints: state, members, timeline
+// (messages, context, event, timestamp_to_event), relations and threads.
+// Access and history visibility are decided by roomserver.
+
+// renderEvents renders events for the caller in the client format.
+func renderEvents(dev *users.Device, events []*roomserver.StoredEvent) []json.RawMessage {
+	now := time.Now().UnixMilli()
+	out := make([]json.RawMessage, len(events))
+	for i, e := range events {
+		out[i] = roomserver.ClientEvent(e, dev.UserID, dev.DeviceID, now)
+	}
+	return out
+}
+
+func renderEvent(dev *users.Device, e *roomserver.StoredEvent) json.RawMessage {
+	return roomserver.ClientEvent(e, dev.UserID, dev.DeviceID, time.Now().UnixMilli())
+}
+
+// roomState serves GET /_matrix/client/v3/rooms/{roomId}/state. A user who
+// left gets the state as it was when they left.
+func (a *API) roomState(r *http.Request, dev *users.Device) ([]json.RawMessage, error) {
+	events, err := a.Rooms.RoomState(r.Context(), dev.UserID, r.PathValue("roomId"))
+	if err != nil {
+		return nil, err
+	}
+	return renderEvents(dev, events), nil
+}
+
+// roomStateEvent serves GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}[/{stateKey}]:
+// the content, or with ?format=event the whole event.
+func (a *API) roomStateEvent(r *http.Request, dev *users.Device) (json.RawMessage, error) {
+	e, err := a.Rooms.RoomStateEvent(r.Context(), dev.UserID, r.PathValue("roomId"), r.PathValue("eventType"), r.PathValue("stateKey"))
+	if err != nil {
+		return nil, err
+	}
+	ev := renderEvent(dev, e)
+	if r.URL.Query().Get("format") == "event" {
+		return ev, nil
+	}
+	var content struct {
+		Content json.RawMessage `json:"content"`
+	}
+	if err := json.Unmarshal(ev, &content); err != nil || len(content.Content) == 0 {
+		return json.RawMessage(`{}`), nil
+	}
+	return content.Content, nil
+}
+
+var memberships = map[string]bool{"join": true, "invite": true, "knock": true, "leave": true, "ban": true}
+
+// roomMembers serves GET /_matrix/client/v3/rooms/{roomId}/members.
+func (a *API) roomMembers(r *http.Request, dev *users.Device) (*chunkResponse, error) {
+	q := r.URL.Query()
+	mq := roomserver.MembersQuery{At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership")}
+	for _, m := range []string{mq.Membership, mq.NotMembership} {
+		if m != "" && !memberships[m] {
+			return nil, httputil.InvalidParam("unknown membership " + strconv.Quote(m))
+		}
+	}
+	events, err := a.Rooms.Members(r.Context(), dev.UserID, r.PathValue("roomId"), mq)
+	if err != nil {
+		return nil, err
+	}
+	return &chunkResponse{Chunk: renderEvents(dev, events)}, nil
+}
+
+type chunkResponse struct {
+	Chunk []json.RawMessage `json:"chunk"`
+}
+
+// joinedMembers serves GET /_matrix/client/v3/rooms/{roomId}/joined_members.
+func (a *API) joinedMembers(r *http.Request, dev *users.Device) (map[string]map[string]roomserver.MemberProfile, error) {
+	m, err := a.Rooms.JoinedMembers(r.Context(), dev.UserID, r.PathValue("roomId"))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]map[string]roomserver.MemberProfile{"joined": m}, nil
+}
+
+// joinedRooms serves GET /_matrix/client/v3/joined_rooms.
+func (a *API) joinedRooms(r *http.Request, dev *users.Device) (map[string][]string, error) {
+	ids, err := a.Rooms.JoinedRooms(r.Context(), dev.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string][]string{"joined_rooms": ids}, nil
+}
+
+// maxPageLimit caps limit on paginated endpoints.
+const maxPageLimit = 1000
+
+// queryLimit parses ?limit: def when absent, 400 M_INVALID_PARAM when not a
+// non-negative integer, capped at maxPageLimit.
+func queryLimit(q url.Values, def int) (int, error) {
+	s := q.Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, httputil.InvalidParam("limit must be a non-negative integer")
+	}
+	return min(n, maxPageLimit), nil
+}
+
+// queryDir parses ?dir (b or f), def when absent.
+func queryDir(q url.Values, def string) (backward bool, err error) {
+	d := q.Get("dir")
+	if d == "" {
+		d = def
+	}
+	switch d {
+	case "b":
+		return true, nil
+	case "f":
+		return false, nil
+	}
+	return false, httputil.InvalidParam("dir must be b or f")
+}
+
+// queryFilter parses ?filter, a JSON RoomEventFilter.
+func queryFilter(q url.Values) (*roomserver.EventFilter, error) {
+	s := strings.TrimSpace(q.Get("filter"))
+	if s == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(s, "{") {
+		return nil, httputil.InvalidParam("filter must be a JSON RoomEventFilter")
+	}
+	var f roomserver.EventFilter
+	if err := json.Unmarshal([]byte(s), &f); err != nil {
+		return nil, httputil.InvalidParam("filter is not a valid RoomEventFilter")
+	}
+	return &f, nil
+}
+
+type messagesResponse struct {
+	Start string            `json:"start"`
+	End   string            `json:"end,omitempty"`
+	Chunk []json.RawMessage `json:"chunk"`
+	State []json.RawMessage `json:"state,omitempty"`
+}
+
+// roomMessages serves GET /_matrix/client/v3/rooms/{roomId}/messages.
+// Tokens are topological (t<depth>_<stream>); a sync token (s<pos>) is
+// accepted as from, and no from means the end (dir=b) or start (dir=f).
+func (a *API) roomMessages(r *http.Request, dev *users.Device) (*messagesResponse, error) {
+	q := r.URL.Query()
+	backward, err := queryDir(q, "b")
+	if err != nil {
+		return nil, err
+	}
+	limit, err := queryLimit(q, 10)
+	if err != nil {
+		return nil, err
+	}
+	f, err := queryFilter(q)
+	if err != nil {
+		return nil, err
+	}
+	pg, err := a.Rooms.Messages(r.Context(), dev.UserID, r.PathValue("roomId"), roomserver.MessagesQuery{
+		From: q.Get("from"), To: q.Get("to"), Backward: backward, Limit: limit, Filter: f,
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &messagesResponse{Start: pg.Start, End: pg.End, Chunk: renderEvents(dev, pg.Chunk)}
+	if len(pg.State) > 0 {
+		resp.State = renderEvents(dev, pg.State)
+	}
+	return resp, nil
+}
+
+type contextResponse struct {
+	Event        json.RawMessage   `json:"event"`
+	EventsBefore []json.RawMessage `json:"events_before"`
+	EventsAfter  []json.RawMessage `json:"events_after"`
+	Start        string            `json:"start"`
+	End          string            `json:"end"`
+	State        []json.RawMessage `json:"state"`
+}
+
+// eventContext serves GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}.
+func (a *API) eventContext(r *http.Request, dev *users.Device) (*contextResponse, error) {
+	q := r.URL.Query()
+	limit, err := queryLimit(q, 10)
+	if err != nil {
+		return nil, err
+	}
+	f, err := queryFilter(q)
+	if err != nil {
+		return nil, err
+	}
+	res, err := a.Rooms.EventContext(r.Context(), dev.UserID, r.PathValue("roomId"), r.PathValue("eventId"), limit, f)
+	if err != nil {
+		return nil, err
+	}
+	return &contextResponse{
+		Event:        renderEvent(dev, res.Event),
+		EventsBefore: renderEvents(dev, res.Before),
+		EventsAfter:  renderEvents(dev, res.After),
+		Start:        res.Start,
+		End:          res.End,
+		State:        renderEvents(dev, res.State),
+	}, nil
+}
+
+// roomEvent serves GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}.
+func (a *API) roomEvent(r *http.Request, dev *users.Device) (json.RawMessage, error) {
+	e, err := a.Rooms.Event(r.Context(), dev.UserID, r.PathValue("roomId"), r.PathValue("eventId"))
+	if err != nil {
+		return nil, err
+	}
+	return renderEvent(dev, e), nil
+}
+
+type timestampToEventResponse struct {
+	EventID        string `json:"event_id"`
+	OriginServerTS int64  `json:"origin_server_ts"`
+}
+
+// timestampToEvent serves GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event.
+func (a *API) timestampToEvent(r *http.Request, dev *users.Device) (*timestampToEventResponse, error) {
+	q := r.URL.Query()
+	if q.Get("ts") == "" {
+		return nil, httputil.MissingParam("ts is required")
+	}
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil || ts < 0 {
+		return nil, httputil.InvalidParam("ts must be a timestamp in milliseconds")
+	}
+	if q.Get("dir") == "" {
+		return nil, httputil.MissingParam("dir is required")
+	}
+	backward, err := queryDir(q, "")
+	if err != nil {
+		return nil, err
+	}
+	e, err := a.Rooms.TimestampToEvent(r.Context(), dev.UserID, r.PathValue("roomId"), ts, backward)
+	if err != nil {
+		return nil, err
+	}
+	return &timestampToEventResponse{EventID: e.EventID, OriginServerTS: e.OriginTS}, nil
+}
+
+type relationsResponse struct {
+	Chunk          []json.RawMessage `json:"chunk"`
+	NextBatch      string            `json:"next_batch,omitempty"`
+	PrevBatch      string            `json:"prev_batch,omitempty"`
+	RecursionDepth *int              `json:"recursion_depth,omitempty"`
+}
+
+// relations serves GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]].
+func (a *API) relations(r *http.Request, dev *users.Device) (*relationsResponse, error) {
+	q := r.URL.Query()
+	backward, err := queryDir(q, "b")
+	if err != nil {
+		return nil, err
+	}
+	limit, err := queryLimit(q, 50)
+	if err != nil {
+		return nil, err
+	}
+	var recurse bool
+	switch q.Get("recurse") {
+	case "", "false":
+	case "true":
+		recurse = true
+	default:
+		return nil, httputil.InvalidParam("recurse must be true or false")
+	}
+	pg, err := a.Rooms.Relations(r.Context(), dev.UserID, r.PathValue("roomId"), r.PathValue("eventId"), roomserver.RelationsQuery{
+		RelType: r.PathValue("relType"), EventType: r.PathValue("eventType"),
+		From: q.Get("from"), To: q.Get("to"), Backward: backward, Limit: limit, Recurse: recurse,
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &relationsResponse{Chunk: renderEvents(dev, pg.Chunk), NextBatch: pg.NextBatch, PrevBatch: pg.PrevBatch}
+	if recurse {
+		resp.RecursionDepth = &pg.RecursionDepth
+	}
+	return resp, nil
+}
+
+type threadsResponse struct {
+	Chunk     []json.RawMessage `json:"chunk"`
+	NextBatch string            `json:"next_batch,omitempty"`
+}
+
+// threads serves GET /_matrix/client/v1/rooms/{roomId}/threads: thread
+// roots, most recently active first, each with its bundled m.thread summary.
+func (a *API) threads(r *http.Request, dev *users.Device) (*threadsResponse, error) {
+	q := r.URL.Query()
+	limit, err := queryLimit(q, 50)
+	if err != nil {
+		return nil, err
+	}
+	pg, err := a.Rooms.Threads(r.Context(), dev.UserID, r.PathValue("roomId"), roomserver.ThreadsQuery{
+		Include: q.Get("include"), From: q.Get("from"), Limit: limit,
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &threadsResponse{Chunk: make([]json.RawMessage, 0, len(pg.Chunk)), NextBatch: pg.NextBatch}
+	for _, t := range pg.Chunk {
+		ev := renderEvent(dev, t.Root)
+		summary := map[string]any{"count": t.Count, "current_user_participated": t.Participated}
+		if t.Latest != nil {
+			summary["latest_event"] = renderEvent(dev, t.Latest)
+		}
+		if b, err := sjson.SetBytes(ev, `unsigned.m\.relations.m\.thread`, summary); err == nil {
+			ev = b
+		}
+		resp.Chunk = append(resp.Chunk, ev)
+	}
+	return resp, nil
+}
