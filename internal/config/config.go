@@ -105,6 +105,9 @@ type Media struct {
 	LegacyUnauthenticated bool `mapstructure:"legacy_unauthenticated"`
 	// RetentionDays deletes media older than this; 0 keeps media forever.
 	RetentionDays int `mapstructure:"retention_days"`
+	// RetentionUnaccessedDays deletes media nobody downloaded for this
+	// many days; 0 keeps it.
+	RetentionUnaccessedDays int `mapstructure:"retention_unaccessed_days"`
 }
 
 type Federation struct {
@@ -328,6 +331,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Media.MaxUploadBytes <= 0 {
 		bad("media.max_upload_bytes", "must be positive")
+	}
+	if c.Media.RetentionDays < 0 {
+		bad("media.retention_days", "must not be negative (0 keeps media)")
+	}
+	if c.Media.RetentionUnaccessedDays < 0 {
+		bad("media.retention_unaccessed_days", "must not be negative (0 keeps media)")
 	}
 	c.TURN.validate(bad)
 	return errors.Join(errs...)

@@ -86,6 +86,8 @@ media:
   legacy_unauthenticated: false
   # Delete media older than this many days; 0 keeps it.
   retention_days: 0
+  # Delete media nobody downloaded for this many days; 0 keeps it.
+  retention_unaccessed_days: 0
 
 federation:
   enabled: false

@@ -1,0 +1,108 @@
+package media
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// retentionBatch bounds how many media IDs one query of the retention job
+// picks; each is then deleted in its own short transaction.
+const retentionBatch = 200
+
+// PurgeResult says what one retention pass removed.
+type PurgeResult struct {
+	ExpiredIDs int // async IDs never uploaded
+	Media      int // media past media.retention_days or not downloaded for media.retention_unaccessed_days
+	TempFiles  int // leftovers of crashed uploads
+}
+
+// Purge runs one retention pass at the service clock's now.
+func (s *Service) Purge(ctx context.Context) (PurgeResult, error) {
+	var res PurgeResult
+	now := s.now()
+	r, err := s.db.Exec(ctx, `DELETE FROM media WHERE content_hash IS NULL AND unused_expires_ts <= $1`, now.UnixMilli())
+	if err != nil {
+		return res, fmt.Errorf("expire unused media IDs: %w", err)
+	}
+	n, _ := r.RowsAffected()
+	res.ExpiredIDs = int(n)
+
+	type rule struct {
+		age    time.Duration
+		column string
+	}
+	for _, ru := range []rule{{s.retention, "created_ts"}, {s.unaccessed, "last_access_ts"}} {
+		if ru.age <= 0 {
+			continue
+		}
+		cutoff := now.Add(-ru.age).UnixMilli()
+		for {
+			ids, err := s.olderThan(ctx, ru.column, cutoff)
+			if err != nil {
+				return res, err
+			}
+			deleted := 0
+			for _, id := range ids {
+				if err := s.Delete(ctx, id[0], id[1]); err != nil {
+					if isNotFound(err) {
+						continue // deleted concurrently
+					}
+					return res, fmt.Errorf("retention: %w", err)
+				}
+				deleted++
+				res.Media++
+				s.deletedByRetention.Add(1)
+			}
+			if len(ids) < retentionBatch || deleted == 0 {
+				break
+			}
+		}
+	}
+	tf, err := s.files.sweepTemp(now, 24*time.Hour)
+	if err != nil {
+		return res, err
+	}
+	res.TempFiles = tf
+	return res, nil
+}
+
+func (s *Service) olderThan(ctx context.Context, column string, cutoff int64) ([][2]string, error) {
+	// column is one of two constants above, never input.
+	rows, err := s.db.Query(ctx, `SELECT origin, media_id FROM media WHERE content_hash IS NOT NULL AND `+column+` < $1 ORDER BY `+column+` LIMIT $2`,
+		cutoff, retentionBatch)
+	if err != nil {
+		return nil, fmt.Errorf("find media for retention: %w", err)
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var id [2]string
+		if err := rows.Scan(&id[0], &id[1]); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// RunRetention runs Purge now and then every interval until ctx ends.
+func (s *Service) RunRetention(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		res, err := s.Purge(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			slog.ErrorContext(ctx, "media retention failed", "err", err)
+		case res.ExpiredIDs+res.Media+res.TempFiles > 0:
+			slog.InfoContext(ctx, "media retention", "expired_ids", res.ExpiredIDs, "deleted_media", res.Media, "temp_files", res.TempFiles)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
