@@ -7,11 +7,13 @@ import (
 	"net/http"
 
 	"praxis/clientapi/auth"
+	syncapi "praxis/clientapi/sync"
 	"praxis/crypto/backup"
 	"praxis/crypto/keyserver"
 	"praxis/crypto/todevice"
 	"praxis/internal/call/turn"
 	"praxis/internal/config"
+	"praxis/internal/ephemeral"
 	"praxis/internal/httputil"
 	"praxis/internal/media"
 	"praxis/internal/ratelimit"
@@ -39,6 +41,10 @@ type API struct {
 
 	// media repository (media.go)
 	Media *media.Service
+
+	// sync, typing, receipts, read markers (sync.go, ephemeral.go)
+	Sync      *syncapi.Service
+	Ephemeral *ephemeral.Service
 }
 
 // authed adapts a handler that needs a logged-in caller.

@@ -108,13 +108,18 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("POST "+v3+"/publicRooms", authed(a, a.publicRoomsPost))
 	mux.Handle("POST "+v3+"/user_directory/search", authed(a, a.searchUsers))
 
-	// sync (sync.go)
+	// sync, typing, receipts, read markers (sync.go, ephemeral.go)
+	mux.Handle("GET "+v3+"/sync", authed(a, a.sync))
+	mux.Handle("PUT "+v3+"/rooms/{roomId}/typing/{userId}", authed(a, a.setTyping))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/receipt/{receiptType}/{eventId}", authed(a, a.postReceipt))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/read_markers", authed(a, a.setReadMarkers))
 
 	// end-to-end encryption: keys, to-device, key backup (keys.go)
 	mux.Handle("POST "+v3+"/keys/upload", authed(a, a.uploadKeys))
 	mux.Handle("POST "+v3+"/keys/query", authed(a, a.queryKeys))
 	mux.Handle("POST "+v3+"/keys/claim", authed(a, a.claimKeys))
 	mux.Handle("GET "+v3+"/keys/changes", authed(a, a.keyChanges))
+	mux.Handle("POST "+v3+"/keys/changes", authed(a, a.keyChanges)) // mautrix-go sends POST
 	mux.Handle("POST "+v3+"/keys/device_signing/upload", authed(a, a.uploadCrossSigningKeys))
 	mux.Handle("POST "+v3+"/keys/signatures/upload", authed(a, a.uploadSignatures))
 	mux.Handle("PUT "+v3+"/sendToDevice/{eventType}/{txnId}", authed(a, a.sendToDevice))

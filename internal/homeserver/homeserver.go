@@ -14,6 +14,7 @@ import (
 
 	"praxis/clientapi"
 	"praxis/clientapi/auth"
+	syncapi "praxis/clientapi/sync"
 	"praxis/crypto/backup"
 	"praxis/crypto/keyserver"
 	"praxis/crypto/todevice"
@@ -22,6 +23,7 @@ import (
 	"praxis/internal/admin"
 	"praxis/internal/call/turn"
 	"praxis/internal/config"
+	"praxis/internal/ephemeral"
 	"praxis/internal/httputil"
 	"praxis/internal/media"
 	"praxis/internal/ratelimit"
@@ -167,6 +169,23 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	api.RoomLeaver, api.Profiles = s.Rooms, s.Rooms
 	api.Keys, api.ToDevice, api.Backup = keys, inbox, backup.New(db)
 	api.Media = s.Media
+	// sync, typing and receipts: typing notifications that lapsed while no
+	// process watched them expire now; the expiry timer stops at shutdown
+	eph := ephemeral.New(db, s.Notifier)
+	if err := eph.Start(ctx); err != nil {
+		cancel()
+		db.Close()
+		return nil, err
+	}
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		<-bgCtx.Done()
+		eph.Close()
+	}()
+	api.Ephemeral = eph
+	api.Sync = syncapi.New(s.Rooms, eph, s.Users, s.Notifier, db.StreamHead)
+	api.Sync.SetE2EE(s.E2EE)
 	// accounts: account data wakes /sync; login and registration are throttled per address
 	s.Users.SetNotifier(s.Notifier)
 	if cfg.RateLimit.Enabled {

@@ -1,0 +1,665 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/tidwall/gjson"
+
+	"praxis/roomserver"
+)
+
+// roomWork is one joined or left room on its way into a response.
+type roomWork struct {
+	m    roomserver.SyncMembership
+	join bool
+	// full: send the whole state at the start of the timeline, not only
+	// what changed since the token (initial sync, full_state, or the user
+	// joined in the window).
+	full bool
+	rng  roomserver.SyncRange
+	tl   *roomserver.SyncTimeline
+	// timeline events the user may see and the filter lets through
+	events []*roomserver.StoredEvent
+	state  []*roomserver.StoredEvent
+	// where the state at the start of the timeline comes from
+	source stateSource
+	group  int64
+	// keys: the state keys to send; nil = all
+	keys map[roomserver.SyncStateKey]bool
+	// lazyMembers: with lazy loading, the members whose events to send
+	lazyMembers map[string]bool
+
+	accountData []json.RawMessage
+	ephemeral   []json.RawMessage
+}
+
+type stateSource int
+
+const (
+	sourceNone    stateSource = iota
+	sourceCurrent             // current_state: the timeline has no state events
+	sourceGroup               // the state group before the first timeline event
+)
+
+// build assembles the response for (since, head].
+func (s *Service) build(ctx context.Context, req *Request, head int64) (*Response, error) {
+	f := req.Filter
+	initial := !req.HasSince
+	since := int64(0)
+	if !initial {
+		since = req.Since.Pos
+	}
+	nowMS := s.now().UnixMilli()
+
+	ms, err := s.rooms.SyncMemberships(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	// A membership committed after the head was read: everything up to it
+	// is committed too (positions commit in order), so read up to there
+	// and keep membership and timelines consistent.
+	for _, m := range ms {
+		head = max(head, m.StreamPos)
+	}
+
+	var works []*roomWork
+	var invites, knocks []roomserver.SyncMembership
+	for _, m := range ms {
+		if !f.Room.AllowsRoom(m.RoomID) {
+			continue
+		}
+		switch m.Membership {
+		case "join":
+			full := initial || req.FullState || m.StreamPos > since
+			works = append(works, &roomWork{m: m, join: true, full: full, rng: roomserver.SyncRange{RoomNID: m.RoomNID, From: since, To: head}})
+		case "invite":
+			if initial || m.StreamPos > since {
+				invites = append(invites, m)
+			}
+		case "knock":
+			if initial || m.StreamPos > since {
+				knocks = append(knocks, m)
+			}
+		case "leave", "ban":
+			if m.Forgotten {
+				continue
+			}
+			newlyLeft := !initial && m.StreamPos > since
+			// Rooms left earlier appear only when asked for, and then only
+			// where there is something to send: a full sync.
+			if !newlyLeft && !(f.Room.IncludeLeave && (initial || req.FullState)) {
+				continue
+			}
+			from := since
+			if !newlyLeft {
+				from = 0
+			}
+			works = append(works, &roomWork{m: m, full: !newlyLeft || req.FullState,
+				rng: roomserver.SyncRange{RoomNID: m.RoomNID, From: from, To: m.StreamPos}})
+		}
+	}
+
+	if err := s.readTimelines(ctx, req, works); err != nil {
+		return nil, err
+	}
+	if err := s.readState(ctx, req, works, since); err != nil {
+		return nil, err
+	}
+
+	resp := &Response{Rooms: &RoomSections{}}
+	next := Token{Pos: head}
+
+	// account data: global to the top level, per room into the room
+	accountData, err := s.accounts.AccountDataSince(ctx, req.UserID, since)
+	if err != nil {
+		return nil, err
+	}
+	byRoom := map[string]*roomWork{}
+	for _, w := range works {
+		byRoom[w.m.RoomID] = w
+	}
+	global := newList()
+	for _, e := range accountData {
+		if e.StreamPos > head {
+			continue // the next sync picks it up with its own position
+		}
+		ev := accountDataEvent(e.Type, e.Content)
+		if e.RoomID == "" {
+			if f.AccountData.Allows(e.Type, "") {
+				global.Events = append(global.Events, ev)
+			}
+			continue
+		}
+		if w := byRoom[e.RoomID]; w != nil && f.Room.AccountData.AllowsRoom(e.RoomID) && f.Room.AccountData.Allows(e.Type, "") {
+			w.accountData = append(w.accountData, ev)
+		}
+	}
+	resp.AccountData = &global
+	resp.Presence = &EventList{Events: []json.RawMessage{}}
+
+	if err := s.readEphemeral(ctx, req, works, since, head); err != nil {
+		return nil, err
+	}
+
+	// Which rooms go into the response, and their sections.
+	var joined []*roomWork
+	for _, w := range works {
+		if !(w.full || w.tl != nil || len(w.state) > 0 || len(w.accountData) > 0 || len(w.ephemeral) > 0) {
+			continue
+		}
+		tl := s.renderTimeline(req, w, head, nowMS)
+		state := renderEvents(req, w.state, nowMS)
+		ad := EventList{Events: w.accountData}
+		if ad.Events == nil {
+			ad = newList()
+		}
+		if w.join {
+			if resp.Rooms.Join == nil {
+				resp.Rooms.Join = map[string]*JoinedRoom{}
+			}
+			eph := EventList{Events: w.ephemeral}
+			if eph.Events == nil {
+				eph = newList()
+			}
+			resp.Rooms.Join[w.m.RoomID] = &JoinedRoom{State: state, Timeline: tl, Ephemeral: eph, AccountData: ad}
+			joined = append(joined, w)
+		} else {
+			if resp.Rooms.Leave == nil {
+				resp.Rooms.Leave = map[string]*LeftRoom{}
+			}
+			resp.Rooms.Leave[w.m.RoomID] = &LeftRoom{State: state, Timeline: tl, AccountData: ad}
+		}
+	}
+	if err := s.readCounts(ctx, req, joined, resp.Rooms.Join); err != nil {
+		return nil, err
+	}
+	if err := s.readInvites(ctx, invites, knocks, resp.Rooms); err != nil {
+		return nil, err
+	}
+
+	if s.e2ee != nil {
+		if err := s.readE2EE(ctx, req, since, head, resp, &next); err != nil {
+			return nil, err
+		}
+	}
+	resp.NextBatch = next.String()
+	return resp, nil
+}
+
+// readTimelines fetches every room's newest events in one query, then
+// applies history visibility in one batch and the timeline filter.
+func (s *Service) readTimelines(ctx context.Context, req *Request, works []*roomWork) error {
+	if len(works) == 0 {
+		return nil
+	}
+	ranges := make([]roomserver.SyncRange, len(works))
+	for i, w := range works {
+		ranges[i] = w.rng
+	}
+	tls, err := s.rooms.SyncTimelines(ctx, ranges, req.Filter.TimelineLimit())
+	if err != nil {
+		return err
+	}
+	// Events from the user's join on are visible to them by definition;
+	// only older ones (and those of rooms they left) need the full
+	// history-visibility check.
+	var check []*roomserver.StoredEvent
+	for _, w := range works {
+		w.tl = tls[w.m.RoomNID]
+		if w.tl == nil {
+			continue
+		}
+		for _, e := range w.tl.Events {
+			if !w.join || e.StreamPos < w.m.StreamPos {
+				check = append(check, e)
+			}
+		}
+	}
+	visible := map[int64]bool{}
+	if len(check) > 0 {
+		ok, err := s.rooms.FilterVisible(ctx, req.UserID, check)
+		if err != nil {
+			return err
+		}
+		for _, e := range ok {
+			visible[e.NID] = true
+		}
+	}
+	tf := &req.Filter.Room.Timeline
+	for _, w := range works {
+		if w.tl == nil || !tf.AllowsRoom(w.m.RoomID) {
+			continue
+		}
+		for _, e := range w.tl.Events {
+			if (!w.join || e.StreamPos < w.m.StreamPos) && !visible[e.NID] {
+				continue
+			}
+			if !tf.AllowsEvent(e.Type, e.Sender, gjson.GetBytes(e.JSON, "content.url").Exists()) {
+				continue
+			}
+			w.events = append(w.events, e)
+		}
+	}
+	return nil
+}
+
+// readState decides, per room, which state to send and reads it in bulk:
+// the current state of rooms whose timeline holds no state event, the
+// resolved state group before the timeline for the others.
+func (s *Service) readState(ctx context.Context, req *Request, works []*roomWork, since int64) error {
+	sf := &req.Filter.Room.State
+	lazy := sf.LazyLoadMembers
+	var deltaRanges []roomserver.SyncRange
+	for _, w := range works {
+		hasEvents := w.tl != nil && len(w.tl.Events) > 0
+		pick := func() {
+			switch {
+			case !hasEvents && w.join:
+				w.source = sourceCurrent
+			case !hasEvents:
+				w.source = sourceNone // a left room with nothing in range
+			case len(w.events) == 0 && w.join:
+				// everything in range was filtered out: the state after
+				// it is the current state
+				w.source = sourceCurrent
+			case len(w.events) == 0:
+				w.source = sourceNone
+			case w.join && !stateFrom(w.tl.Events, w.events[0]):
+				// no state event from the start of the returned timeline
+				// on: the state there is the current state
+				w.source = sourceCurrent
+			default:
+				w.source, w.group = sourceGroup, w.tl.GroupBefore[w.events[0].NID]
+			}
+		}
+		if lazy {
+			w.lazyMembers = map[string]bool{req.UserID: true}
+			for _, e := range w.events {
+				w.lazyMembers[e.Sender] = true
+			}
+		}
+		switch {
+		case w.full:
+			pick()
+		case hasEvents && w.tl.Limited:
+			// state that changed between the token and the timeline
+			pick()
+			w.keys = map[roomserver.SyncStateKey]bool{}
+			to := w.tl.Events[0].StreamPos - 1
+			if len(w.events) > 0 {
+				to = w.events[0].StreamPos - 1
+			}
+			deltaRanges = append(deltaRanges, roomserver.SyncRange{RoomNID: w.m.RoomNID, From: since, To: to})
+		case lazy && len(w.events) > 0:
+			// the timeline's senders, which the client may not have
+			pick()
+			w.keys = map[roomserver.SyncStateKey]bool{}
+		}
+		if lazy && w.keys != nil {
+			for u := range w.lazyMembers {
+				w.keys[roomserver.SyncStateKey{Type: "m.room.member", StateKey: u}] = true
+			}
+		}
+	}
+	if len(deltaRanges) > 0 {
+		changes, err := s.rooms.SyncStateChanges(ctx, deltaRanges)
+		if err != nil {
+			return err
+		}
+		for _, w := range works {
+			for _, k := range changes[w.m.RoomNID] {
+				if w.keys != nil {
+					w.keys[k] = true
+				}
+			}
+		}
+	}
+
+	// wanted reports whether a state event goes into the state section.
+	wanted := func(w *roomWork, typ, key, sender string) bool {
+		k := roomserver.SyncStateKey{Type: typ, StateKey: key}
+		if w.keys != nil && !w.keys[k] {
+			return false
+		}
+		if lazy && typ == "m.room.member" && !w.lazyMembers[key] {
+			return false
+		}
+		return sf.AllowsRoom(w.m.RoomID) && sf.AllowsEvent(typ, sender, false)
+	}
+
+	var current []int64
+	var groups []int64
+	for _, w := range works {
+		if w.source == sourceCurrent {
+			current = append(current, w.m.RoomNID)
+		} else if w.source == sourceGroup && w.group != 0 {
+			groups = append(groups, w.group)
+		}
+	}
+	if len(current) > 0 {
+		cs, err := s.rooms.SyncCurrentState(ctx, current)
+		if err != nil {
+			return err
+		}
+		for _, w := range works {
+			if w.source != sourceCurrent {
+				continue
+			}
+			for _, e := range cs[w.m.RoomNID] {
+				if wanted(w, e.Type, *e.StateKey, e.Sender) {
+					w.state = append(w.state, e)
+				}
+			}
+		}
+	}
+	if len(groups) > 0 {
+		resolved, err := s.rooms.SyncStateAt(ctx, groups)
+		if err != nil {
+			return err
+		}
+		// Only the keys wanted need loading; the sender filter is applied
+		// once the events are loaded.
+		var nids []int64
+		for _, w := range works {
+			if w.source != sourceGroup {
+				continue
+			}
+			for k, nid := range resolved[w.group] {
+				if wanted(w, k.Type, k.StateKey, "") || (len(sf.NotSenders) > 0 || sf.Senders != nil) {
+					nids = append(nids, nid)
+				}
+			}
+		}
+		evs, err := s.rooms.SyncEventsByNID(ctx, nids)
+		if err != nil {
+			return err
+		}
+		for _, w := range works {
+			if w.source != sourceGroup {
+				continue
+			}
+			for k, nid := range resolved[w.group] {
+				e := evs[nid]
+				if e != nil && wanted(w, k.Type, k.StateKey, e.Sender) {
+					w.state = append(w.state, e)
+				}
+			}
+			sort.Slice(w.state, func(i, j int) bool { return w.state[i].StreamPos < w.state[j].StreamPos })
+		}
+	}
+	return nil
+}
+
+// readEphemeral reads typing and receipts of the joined rooms.
+func (s *Service) readEphemeral(ctx context.Context, req *Request, works []*roomWork, since, head int64) error {
+	ef := &req.Filter.Room.Ephemeral
+	wantTyping, wantReceipts := ef.Allows("m.typing", ""), ef.Allows("m.receipt", "")
+	if !wantTyping && !wantReceipts {
+		return nil
+	}
+	var ids []string
+	byID := map[string]*roomWork{}
+	for _, w := range works {
+		if w.join && ef.AllowsRoom(w.m.RoomID) {
+			ids = append(ids, w.m.RoomID)
+			byID[w.m.RoomID] = w
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	if wantTyping {
+		typing, err := s.ephemeral.Typing(ctx, ids, since, head)
+		if err != nil {
+			return err
+		}
+		for room, userIDs := range typing {
+			b, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": userIDs}})
+			byID[room].ephemeral = append(byID[room].ephemeral, b)
+		}
+	}
+	if wantReceipts {
+		receipts, err := s.ephemeral.Receipts(ctx, req.UserID, ids, since, head)
+		if err != nil {
+			return err
+		}
+		for room, rs := range receipts {
+			// content: event ID → receipt type → user ID → {ts, thread_id}
+			content := map[string]map[string]map[string]map[string]any{}
+			for _, r := range rs {
+				byType := content[r.EventID]
+				if byType == nil {
+					byType = map[string]map[string]map[string]any{}
+					content[r.EventID] = byType
+				}
+				byUser := byType[r.Type]
+				if byUser == nil {
+					byUser = map[string]map[string]any{}
+					byType[r.Type] = byUser
+				}
+				info := map[string]any{"ts": r.TS}
+				if r.ThreadID != "" {
+					info["thread_id"] = r.ThreadID
+				}
+				byUser[r.UserID] = info
+			}
+			b, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+			byID[room].ephemeral = append(byID[room].ephemeral, b)
+		}
+	}
+	return nil
+}
+
+// readCounts fills unread counts and summaries of the joined rooms in the
+// response.
+func (s *Service) readCounts(ctx context.Context, req *Request, joined []*roomWork, out map[string]*JoinedRoom) error {
+	if len(joined) == 0 {
+		return nil
+	}
+	ids := make([]string, len(joined))
+	for i, w := range joined {
+		ids[i] = w.m.RoomID
+	}
+	read, err := s.ephemeral.ReadUpTo(ctx, req.UserID, ids)
+	if err != nil {
+		return err
+	}
+	after := map[int64]int64{}
+	var summarise []int64
+	for _, w := range joined {
+		pos, ok := read[w.m.RoomID]
+		if !ok || pos < w.m.StreamPos {
+			// nothing read since joining: count from the join
+			pos = max(pos, w.m.StreamPos)
+		}
+		after[w.m.RoomNID] = pos
+		if w.full || hasMemberEvent(w.events) || hasMemberEvent(w.state) {
+			summarise = append(summarise, w.m.RoomNID)
+		}
+	}
+	counts, err := s.rooms.SyncUnreadCounts(ctx, req.UserID, after)
+	if err != nil {
+		return err
+	}
+	summaries, err := s.rooms.SyncSummaries(ctx, req.UserID, summarise)
+	if err != nil {
+		return err
+	}
+	for _, w := range joined {
+		r := out[w.m.RoomID]
+		c := counts[w.m.RoomNID]
+		r.UnreadNotifications = &UnreadNotifications{NotificationCount: c[0], HighlightCount: c[1]}
+		if sum := summaries[w.m.RoomNID]; sum != nil {
+			joinedN, invitedN := sum.Joined, sum.Invited
+			r.Summary = &Summary{Heroes: sum.Heroes, Joined: &joinedN, Invited: &invitedN}
+		}
+	}
+	return nil
+}
+
+// stateFrom reports whether evs holds a state event at or after first
+// (which is one of evs): filtered-out state events change the state too.
+func stateFrom(evs []*roomserver.StoredEvent, first *roomserver.StoredEvent) bool {
+	for _, e := range evs {
+		if e.StreamPos >= first.StreamPos && e.StateKey != nil {
+			return true
+		}
+	}
+	return false
+}
+
+func hasMemberEvent(evs []*roomserver.StoredEvent) bool {
+	for _, e := range evs {
+		if e.Type == "m.room.member" {
+			return true
+		}
+	}
+	return false
+}
+
+// readInvites fills rooms.invite and rooms.knock with the stripped state
+// the inviting (or knocked-on) server sent and the membership event itself.
+func (s *Service) readInvites(ctx context.Context, invites, knocks []roomserver.SyncMembership, rooms *RoomSections) error {
+	if len(invites)+len(knocks) == 0 {
+		return nil
+	}
+	var nids []int64
+	for _, m := range append(append([]roomserver.SyncMembership{}, invites...), knocks...) {
+		nids = append(nids, m.EventNID)
+	}
+	evs, err := s.rooms.SyncEventsByNID(ctx, nids)
+	if err != nil {
+		return err
+	}
+	for _, m := range invites {
+		if e := evs[m.EventNID]; e != nil {
+			if rooms.Invite == nil {
+				rooms.Invite = map[string]*InvitedRoom{}
+			}
+			rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: strippedState(e, "invite_room_state")}
+		}
+	}
+	for _, m := range knocks {
+		if e := evs[m.EventNID]; e != nil {
+			if rooms.Knock == nil {
+				rooms.Knock = map[string]*KnockedRoom{}
+			}
+			rooms.Knock[m.RoomID] = &KnockedRoom{KnockState: strippedState(e, "knock_room_state")}
+		}
+	}
+	return nil
+}
+
+// strippedState is the stripped state in the membership event's unsigned
+// key plus the membership event itself, stripped.
+func strippedState(e *roomserver.StoredEvent, key string) EventList {
+	out := newList()
+	ev := gjson.ParseBytes(e.JSON)
+	self := strip(ev)
+	selfKey := "m.room.member\x00" + ev.Get("state_key").String()
+	ev.Get("unsigned." + key).ForEach(func(_, v gjson.Result) bool {
+		if !v.IsObject() || v.Get("type").Type != gjson.String {
+			return true
+		}
+		if v.Get("type").String()+"\x00"+v.Get("state_key").String() == selfKey {
+			return true // the event itself comes last, in full
+		}
+		out.Events = append(out.Events, strip(v))
+		return true
+	})
+	out.Events = append(out.Events, self)
+	return out
+}
+
+// strip reduces an event to the spec's StrippedStateEvent.
+func strip(v gjson.Result) json.RawMessage {
+	m := map[string]json.RawMessage{}
+	for _, k := range []string{"content", "sender", "state_key", "type"} {
+		if f := v.Get(k); f.Exists() {
+			m[k] = json.RawMessage(f.Raw)
+		}
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func (s *Service) renderTimeline(req *Request, w *roomWork, head, nowMS int64) Timeline {
+	tl := Timeline{Events: make([]json.RawMessage, 0, len(w.events))}
+	for _, e := range w.events {
+		tl.Events = append(tl.Events, roomserver.ClientEvent(e, req.UserID, req.DeviceID, nowMS))
+	}
+	if w.tl != nil && len(w.tl.Events) > 0 {
+		tl.Limited = w.tl.Limited
+		first := w.tl.Events[0]
+		tl.PrevBatch = fmt.Sprintf("t%d_%d", first.Depth, first.StreamPos)
+	} else {
+		tl.Limited = w.tl != nil && w.tl.Limited
+		tl.PrevBatch = Token{Pos: min(head, w.rng.To)}.String()
+	}
+	return tl
+}
+
+func renderEvents(req *Request, evs []*roomserver.StoredEvent, nowMS int64) EventList {
+	out := newList()
+	for _, e := range evs {
+		out.Events = append(out.Events, roomserver.ClientEvent(e, req.UserID, req.DeviceID, nowMS))
+	}
+	return out
+}
+
+func accountDataEvent(typ string, content json.RawMessage) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{"type": typ, "content": content})
+	return b
+}
+
+// readE2EE fills the encryption fields. To-device messages are bounded per
+// response; when some are left, the token says how far they went.
+func (s *Service) readE2EE(ctx context.Context, req *Request, since, head int64, resp *Response, next *Token) error {
+	tdSince := int64(0)
+	if req.HasSince {
+		tdSince = req.Since.toDeviceSince()
+	}
+	msgs, upto, err := s.e2ee.ToDevice(ctx, req.UserID, req.DeviceID, tdSince, head, maxToDevice)
+	if err != nil {
+		return err
+	}
+	if msgs == nil {
+		msgs = []json.RawMessage{}
+	}
+	resp.ToDevice = &EventList{Events: msgs}
+	if len(msgs) > 0 && upto > 0 && upto < head {
+		next.ToDevice = upto
+	}
+	if req.HasSince {
+		changed, left, err := s.e2ee.DeviceListChanges(ctx, req.UserID, since, head)
+		if err != nil {
+			return err
+		}
+		resp.DeviceLists = &DeviceLists{Changed: changed, Left: left}
+	}
+	counts, err := s.e2ee.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return err
+	}
+	if counts == nil {
+		counts = map[string]int{}
+	}
+	if _, ok := counts["signed_curve25519"]; !ok {
+		// clients read a missing count as "unknown" rather than zero and
+		// then never upload keys
+		counts["signed_curve25519"] = 0
+	}
+	resp.DeviceOneTimeKeysCount = counts
+	fallback, err := s.e2ee.UnusedFallbackKeyTypes(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return err
+	}
+	if fallback == nil {
+		fallback = []string{}
+	}
+	resp.DeviceUnusedFallbackKeyTypes = &fallback
+	return nil
+}

@@ -1,0 +1,214 @@
+// Package sync serves GET /_matrix/client/v3/sync: it reads every stream
+// a client follows (room events and state, memberships, typing, receipts,
+// account data, to-device messages, device-list changes, key counts)
+// between the client's token and the head of the one global stream, and
+// long-polls on the Notifier when there is nothing new.
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"praxis/internal/ephemeral"
+	"praxis/internal/httputil"
+	"praxis/internal/streams"
+	"praxis/internal/users"
+	"praxis/roomserver"
+)
+
+// Rooms is what sync reads from the room authority (*roomserver.Service).
+type Rooms interface {
+	SyncMemberships(ctx context.Context, userID string) ([]roomserver.SyncMembership, error)
+	SyncTimelines(ctx context.Context, ranges []roomserver.SyncRange, limit int) (map[int64]*roomserver.SyncTimeline, error)
+	SyncCurrentState(ctx context.Context, roomNIDs []int64) (map[int64][]*roomserver.StoredEvent, error)
+	SyncStateAt(ctx context.Context, groups []int64) (map[int64]map[roomserver.SyncStateKey]int64, error)
+	SyncEventsByNID(ctx context.Context, nids []int64) (map[int64]*roomserver.StoredEvent, error)
+	SyncStateChanges(ctx context.Context, ranges []roomserver.SyncRange) (map[int64][]roomserver.SyncStateKey, error)
+	SyncSummaries(ctx context.Context, userID string, roomNIDs []int64) (map[int64]*roomserver.SyncSummary, error)
+	SyncUnreadCounts(ctx context.Context, userID string, after map[int64]int64) (map[int64][2]int, error)
+	FilterVisible(ctx context.Context, userID string, events []*roomserver.StoredEvent) ([]*roomserver.StoredEvent, error)
+}
+
+// Ephemeral is the typing and receipt store (*ephemeral.Service).
+type Ephemeral interface {
+	Typing(ctx context.Context, roomIDs []string, since, upto int64) (map[string][]string, error)
+	Receipts(ctx context.Context, viewer string, roomIDs []string, since, upto int64) (map[string][]ephemeral.Receipt, error)
+	ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error)
+}
+
+// Accounts is account data and stored filters (*users.Service).
+type Accounts interface {
+	AccountDataSince(ctx context.Context, userID string, since int64) ([]users.AccountDataEntry, error)
+	Filter(ctx context.Context, userID, filterID string) (json.RawMessage, error)
+}
+
+// E2EE is the end-to-end encryption side of sync, provided by the key
+// server and the to-device inbox.
+type E2EE interface {
+	// ToDevice returns to-device messages for the device with stream
+	// positions in (since, upto], at most limit; next is the position of
+	// the last message returned (== upto if all were returned).
+	ToDevice(ctx context.Context, userID, deviceID string, since, upto int64, limit int) (msgs []json.RawMessage, next int64, err error)
+	// AckToDevice deletes the device's to-device messages up to and
+	// including upto.
+	AckToDevice(ctx context.Context, userID, deviceID string, upto int64) error
+	DeviceListChanges(ctx context.Context, userID string, since, upto int64) (changed, left []string, err error)
+	OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error)
+	UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error)
+}
+
+// maxToDevice bounds the to-device messages of one response; the rest
+// follow in the next.
+const maxToDevice = 100
+
+// maxTimeout caps a long-poll so that proxies and clients see a response.
+const maxTimeout = 5 * time.Minute
+
+// Service answers /sync.
+type Service struct {
+	rooms     Rooms
+	ephemeral Ephemeral
+	accounts  Accounts
+	e2ee      E2EE
+	notifier  *streams.Notifier
+	head      func(ctx context.Context) (int64, error)
+	now       func() time.Time
+}
+
+// New returns the sync service. head reads the committed stream head from
+// the database (storage.DB.StreamHead).
+func New(rooms Rooms, eph Ephemeral, accounts Accounts, notifier *streams.Notifier, head func(context.Context) (int64, error)) *Service {
+	return &Service{rooms: rooms, ephemeral: eph, accounts: accounts, notifier: notifier, head: head, now: time.Now}
+}
+
+// SetE2EE plugs in the encryption streams; without it the E2EE fields of
+// the response are left out.
+func (s *Service) SetE2EE(e E2EE) { s.e2ee = e }
+
+// Request is a parsed /sync request.
+type Request struct {
+	UserID, DeviceID string
+	Since            Token
+	HasSince         bool
+	Filter           *Filter
+	Timeout          time.Duration
+	FullState        bool
+}
+
+// ParseRequest reads the query parameters of GET /sync and resolves a
+// stored filter.
+func (s *Service) ParseRequest(r *http.Request, dev *users.Device) (*Request, error) {
+	q := r.URL.Query()
+	req := &Request{UserID: dev.UserID, DeviceID: dev.DeviceID, Filter: &Filter{}}
+	if v := q.Get("since"); v != "" {
+		t, err := ParseToken(v)
+		if err != nil {
+			return nil, httputil.InvalidParam("since: not a sync token issued by this server")
+		}
+		req.Since, req.HasSince = t, true
+	}
+	if v := q.Get("timeout"); v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, httputil.InvalidParam("timeout must be a non-negative integer (milliseconds)")
+		}
+		req.Timeout = min(time.Duration(min(ms, int64(maxTimeout/time.Millisecond)))*time.Millisecond, maxTimeout)
+	}
+	switch v := q.Get("full_state"); v {
+	case "", "false":
+	case "true":
+		req.FullState = true
+	default:
+		return nil, httputil.InvalidParam("full_state must be true or false")
+	}
+	switch v := q.Get("set_presence"); v {
+	case "", "online", "offline", "unavailable":
+		// accepted; presence is off (ARCHITECTURE §1.8)
+	default:
+		return nil, httputil.InvalidParam("set_presence must be online, offline or unavailable")
+	}
+	if v := q.Get("filter"); v != "" {
+		f, err := s.resolveFilter(r.Context(), dev.UserID, v)
+		if err != nil {
+			return nil, err
+		}
+		req.Filter = f
+	}
+	return req, nil
+}
+
+func (s *Service) resolveFilter(ctx context.Context, userID, v string) (*Filter, error) {
+	raw := []byte(v)
+	if v[0] != '{' {
+		stored, err := s.accounts.Filter(ctx, userID, v)
+		if errors.Is(err, users.ErrNotFound) {
+			return nil, httputil.InvalidParam("filter: no filter with ID " + strconv.Quote(v))
+		}
+		if err != nil {
+			return nil, err
+		}
+		raw = stored
+	}
+	f, err := ParseFilter(raw)
+	if err != nil {
+		return nil, httputil.BadJSON(err.Error())
+	}
+	return f, nil
+}
+
+// Sync answers one /sync request: at once if anything is new (or the
+// request is an initial or full-state sync), otherwise when the Notifier
+// reports a new stream position that concerns the user, or empty at the
+// timeout.
+func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
+	if req.HasSince && s.e2ee != nil && req.Since.toDeviceSince() > 0 {
+		// The client holds this token, so it has every to-device message
+		// up to its to-device position.
+		if err := s.e2ee.AckToDevice(ctx, req.UserID, req.DeviceID, req.Since.toDeviceSince()); err != nil {
+			return nil, err
+		}
+	}
+	var deadline <-chan time.Time
+	if req.HasSince && !req.FullState && req.Timeout > 0 {
+		t := time.NewTimer(req.Timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		// Take the wake-up channel before reading the head: a position
+		// published after this point closes it, so none is missed.
+		changed := s.notifier.Changed()
+		head, err := s.head(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if req.HasSince && req.Since.Pos > head {
+			// a token from the future (another process is ahead of our
+			// read, or the database was restored): nothing to send yet
+			head = req.Since.Pos
+		}
+		resp, err := s.build(ctx, req, head)
+		if err != nil {
+			return nil, err
+		}
+		if deadline == nil || !resp.empty() {
+			return resp, nil
+		}
+		if s.notifier.Position() > head {
+			continue
+		}
+		// Nothing for this user up to head: sleep until the stream moves,
+		// then look again.
+		select {
+		case <-changed:
+		case <-deadline:
+			return resp, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
