@@ -204,25 +204,30 @@ func TestUsers(t *testing.T) {
 		for _, name := range []string{"dave", "erin", "frank"} {
 			srv.Register(t, name)
 		}
-		var list struct {
+		type userPage struct {
 			Users []struct {
 				Name string `json:"name"`
 			} `json:"users"`
 			NextToken string `json:"next_token"`
 			Total     int    `json:"total"`
 		}
+		var list userPage
+		list = userPage{}
 		call(t, root, "GET", "/_synapse/admin/v2/users?limit=2", nil, &list)
 		if list.Total != 5 || len(list.Users) != 2 || list.NextToken != "2" || list.Users[0].Name != "@carol:hs1.test" {
 			t.Errorf("page 1 = %+v", list)
 		}
+		list = userPage{}
 		call(t, root, "GET", "/_synapse/admin/v2/users?limit=2&from=4", nil, &list)
 		if len(list.Users) != 1 || list.NextToken != "" || list.Users[0].Name != "@root:hs1.test" {
 			t.Errorf("last page = %+v", list)
 		}
+		list = userPage{}
 		call(t, root, "GET", "/_synapse/admin/v2/users?name=ERI", nil, &list)
 		if list.Total != 1 || list.Users[0].Name != "@erin:hs1.test" {
 			t.Errorf("name filter = %+v", list)
 		}
+		list = userPage{}
 		call(t, root, "GET", "/_synapse/admin/v2/users?admins=true", nil, &list)
 		if list.Total != 2 {
 			t.Errorf("admins filter total = %d, want 2 (root, carol)", list.Total)
@@ -236,10 +241,12 @@ func TestUsers(t *testing.T) {
 		if _, err := srv.Users.Authenticate(ctx, frank.AccessToken); !errors.Is(err, users.ErrUnknownToken) {
 			t.Errorf("deactivated user's token: %v, want ErrUnknownToken", err)
 		}
+		list = userPage{}
 		call(t, root, "GET", "/_synapse/admin/v2/users", nil, &list)
 		if list.Total != 4 {
 			t.Errorf("list without deactivated: total %d, want 4", list.Total)
 		}
+		list = userPage{}
 		call(t, root, "GET", "/_synapse/admin/v2/users?deactivated=true", nil, &list)
 		if list.Total != 5 {
 			t.Errorf("list with deactivated: total %d, want 5", list.Total)
@@ -290,4 +297,95 @@ func TestServerVersion(t *testing.T) {
 	if !strings.HasPrefix(v.ServerVersion, "Praxis") {
 		t.Errorf("server_version = %q", v.ServerVersion)
 	}
+}
+
+func TestRooms(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		root := newAdmin(t, srv)
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		clinic, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Clinic", Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, clinic.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Back office", Preset: "private_chat"}); err != nil {
+			t.Fatal(err)
+		}
+
+		type room struct {
+			RoomID        string  `json:"room_id"`
+			Name          *string `json:"name"`
+			JoinedMembers int     `json:"joined_members"`
+			Encryption    *string `json:"encryption"`
+			JoinRules     *string `json:"join_rules"`
+			Creator       string  `json:"creator"`
+			Version       string  `json:"version"`
+		}
+		var list struct {
+			Rooms      []room `json:"rooms"`
+			TotalRooms int    `json:"total_rooms"`
+		}
+		if st, code := call(t, root, "GET", "/_synapse/admin/v1/rooms", nil, &list); code != "" {
+			t.Fatalf("list rooms: %d %s", st, code)
+		}
+		if list.TotalRooms != 2 || len(list.Rooms) != 2 || *list.Rooms[0].Name != "Back office" || *list.Rooms[1].Name != "Clinic" {
+			t.Fatalf("rooms = %+v", list)
+		}
+		if r := list.Rooms[0]; r.Encryption == nil || *r.Encryption != "m.megolm.v1.aes-sha2" || r.JoinedMembers != 1 {
+			t.Errorf("private room = %+v, want encrypted with 1 member", r)
+		}
+		if r := list.Rooms[1]; r.JoinedMembers != 2 || r.JoinRules == nil || *r.JoinRules != "public" || r.Creator != "@alice:hs1.test" || r.Version != "10" {
+			t.Errorf("clinic = %+v", r)
+		}
+		list.Rooms = nil
+		call(t, root, "GET", "/_synapse/admin/v1/rooms?search_term=clin&order_by=joined_members&dir=b", nil, &list)
+		if len(list.Rooms) != 1 || list.Rooms[0].RoomID != clinic.RoomID.String() {
+			t.Errorf("search = %+v", list)
+		}
+
+		var one room
+		if st, code := call(t, root, "GET", "/_synapse/admin/v1/rooms/"+esc(clinic.RoomID.String()), nil, &one); code != "" || one.RoomID != clinic.RoomID.String() {
+			t.Fatalf("room details: %d %s %+v", st, code, one)
+		}
+		var members struct {
+			Members []string `json:"members"`
+			Total   int      `json:"total"`
+		}
+		call(t, root, "GET", "/_synapse/admin/v1/rooms/"+esc(clinic.RoomID.String())+"/members", nil, &members)
+		if members.Total != 2 || strings.Join(members.Members, ",") != "@alice:hs1.test,@bob:hs1.test" {
+			t.Errorf("members = %+v", members)
+		}
+
+		for _, tc := range []struct {
+			name, path string
+			status     int
+			code       string
+		}{
+			{"unknown room", "/_synapse/admin/v1/rooms/" + esc("!nope:hs1.test"), 404, "M_NOT_FOUND"},
+			{"members of unknown room", "/_synapse/admin/v1/rooms/" + esc("!nope:hs1.test") + "/members", 404, "M_NOT_FOUND"},
+			{"not a room ID", "/_synapse/admin/v1/rooms/" + esc("#alias:hs1.test"), 400, "M_INVALID_PARAM"},
+			{"bad order", "/_synapse/admin/v1/rooms?order_by=secret", 400, "M_INVALID_PARAM"},
+			{"bad dir", "/_synapse/admin/v1/rooms?dir=up", 400, "M_INVALID_PARAM"},
+			{"bad limit", "/_synapse/admin/v1/rooms?limit=0", 400, "M_INVALID_PARAM"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if st, code := call(t, root, "GET", tc.path, nil, nil); st != tc.status || code != tc.code {
+					t.Errorf("GET %s = %d %s, want %d %s", tc.path, st, code, tc.status, tc.code)
+				}
+			})
+		}
+
+		// Deactivating bob makes him leave the room.
+		if st, code := call(t, root, "POST", "/_synapse/admin/v1/deactivate/"+esc("@bob:hs1.test"), map[string]any{}, nil); code != "" {
+			t.Fatalf("deactivate: %d %s", st, code)
+		}
+		members.Members = nil
+		call(t, root, "GET", "/_synapse/admin/v1/rooms/"+esc(clinic.RoomID.String())+"/members", nil, &members)
+		if strings.Join(members.Members, ",") != "@alice:hs1.test" {
+			t.Errorf("after deactivating bob, members = %v", members.Members)
+		}
+	})
 }

@@ -43,11 +43,15 @@ type Server struct {
 	Rooms      *roomserver.Service
 	TURN       *turn.Service
 	Media      *media.Service
+	// Admin serves the admin API and keeps the audit log.
+	Admin *admin.Service
 	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
 	E2EE *keyserver.E2EE
 
 	clientMux *http.ServeMux
 	fedMux    *http.ServeMux
+	// adminMux is clientMux unless admin.listen gives the admin API its own listener.
+	adminMux *http.ServeMux
 
 	// background work (sender, retention, …) stops when ctx is cancelled
 	bgCancel context.CancelFunc
@@ -193,6 +197,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	api.Routes(s.clientMux)
 
+	// Admin API: on the client listener, or on its own when admin.listen
+	// is set (e.g. bound to loopback only). Deactivation leaves rooms.
+	s.Admin = admin.New(cfg, db, s.Users, s.Rooms)
+	s.Admin.SetRoomLeaver(s.Rooms)
+	s.adminMux = s.clientMux
+	if cfg.Admin.Listen != "" {
+		s.adminMux = http.NewServeMux()
+	}
+	s.Admin.Routes(s.adminMux)
+
 	fed := &federation.API{ServerName: cfg.ServerName, Key: key}
 	fed.Routes(s.fedMux)
 	// The key endpoint is also reachable on the client listener so that a
@@ -204,6 +218,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 // ClientHandler serves the Client-Server and admin APIs.
 func (s *Server) ClientHandler() http.Handler {
 	return httputil.Middleware(s.clientMux, s.Config.Limits.MaxBodyBytes)
+}
+
+// AdminHandler serves the admin API when admin.listen is set; otherwise
+// the admin API is part of ClientHandler.
+func (s *Server) AdminHandler() http.Handler {
+	return httputil.Middleware(s.adminMux, s.Config.Limits.MaxBodyBytes)
 }
 
 // FederationHandler serves the Server-Server API.
@@ -221,6 +241,9 @@ func (s *Server) Run(ctx context.Context) error {
 	ls := []listener{{"client", s.Config.Listen.Client, s.ClientHandler()}}
 	if s.Config.Listen.Federation != "" {
 		ls = append(ls, listener{"federation", s.Config.Listen.Federation, s.FederationHandler()})
+	}
+	if s.Config.Admin.Listen != "" {
+		ls = append(ls, listener{"admin", s.Config.Admin.Listen, s.AdminHandler()})
 	}
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
