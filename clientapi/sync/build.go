@@ -3,7 +3,6 @@ package sync
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"sort"
 
 	"github.com/tidwall/gjson"
@@ -125,6 +124,11 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 	for _, e := range accountData {
 		if e.StreamPos > head {
 			continue // the next sync picks it up with its own position
+		}
+		if !initial && e.StreamPos == 0 {
+			// defaults (push rules) that an initial sync already carried;
+			// a token s0 is still incremental
+			continue
 		}
 		ev := accountDataEvent(e.Type, e.Content)
 		if e.RoomID == "" {
@@ -594,7 +598,9 @@ func (s *Service) renderTimeline(req *Request, w *roomWork, head, nowMS int64) T
 	if w.tl != nil && len(w.tl.Events) > 0 {
 		tl.Limited = w.tl.Limited
 		first := w.tl.Events[0]
-		tl.PrevBatch = fmt.Sprintf("t%d_%d", first.Depth, first.StreamPos)
+		// the point just before the window's first event (roomserver's
+		// pagination tokens name points between events)
+		tl.PrevBatch = roomserver.TopoToken(first.Depth, first.StreamPos-1)
 	} else {
 		tl.Limited = w.tl != nil && w.tl.Limited
 		tl.PrevBatch = Token{Pos: min(head, w.rng.To)}.String()

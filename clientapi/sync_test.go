@@ -1,0 +1,613 @@
+package clientapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"praxis/internal/hstest"
+)
+
+// syncRaw runs GET /sync with the given query parameters and returns the
+// raw response, so tests see exactly what a client would parse.
+func syncRaw(t *testing.T, c *mautrix.Client, params map[string]string) gjson.Result {
+	t.Helper()
+	raw, err := syncErr(c, params)
+	if err != nil {
+		t.Fatalf("sync %v: %v", params, err)
+	}
+	return raw
+}
+
+func syncErr(c *mautrix.Client, params map[string]string) (gjson.Result, error) {
+	if _, ok := params["timeout"]; !ok {
+		params["timeout"] = "0"
+	}
+	u := c.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, params)
+	var raw json.RawMessage
+	_, err := c.MakeRequest(context.Background(), "GET", u, nil, &raw)
+	return gjson.ParseBytes(raw), err
+}
+
+func mustCreateRoom(t *testing.T, c *mautrix.Client, req *mautrix.ReqCreateRoom) id.RoomID {
+	t.Helper()
+	resp, err := c.CreateRoom(context.Background(), req)
+	if err != nil {
+		t.Fatalf("create room: %v", err)
+	}
+	return resp.RoomID
+}
+
+func mustSend(t *testing.T, c *mautrix.Client, room id.RoomID, text string) id.EventID {
+	t.Helper()
+	resp, err := c.SendText(context.Background(), room, text)
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	return resp.EventID
+}
+
+func mustJoin(t *testing.T, c *mautrix.Client, room id.RoomID) {
+	t.Helper()
+	if _, err := c.JoinRoomByID(context.Background(), room); err != nil {
+		t.Fatalf("%s joins %s: %v", c.UserID, room, err)
+	}
+}
+
+// bodies lists the m.room.message bodies of a timeline.
+func bodies(tl gjson.Result) []string {
+	var out []string
+	for _, e := range tl.Get("events").Array() {
+		if e.Get("type").String() == "m.room.message" {
+			out = append(out, e.Get("content.body").String())
+		}
+	}
+	return out
+}
+
+// stateKeys lists "type|state_key" of a state section, sorted.
+func stateKeys(state gjson.Result) []string {
+	var out []string
+	for _, e := range state.Get("events").Array() {
+		out = append(out, e.Get("type").String()+"|"+e.Get("state_key").String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+func has(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func room(resp gjson.Result, section string, roomID id.RoomID) gjson.Result {
+	return resp.Get("rooms." + section + "." + gjson.Escape(string(roomID)))
+}
+
+func TestSyncInitialAndIncremental(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		alice := srv.Register(t, "alice")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Wartezimmer"})
+		for i := range 3 {
+			mustSend(t, alice, roomID, fmt.Sprintf("msg %d", i))
+		}
+
+		initial := syncRaw(t, alice, map[string]string{})
+		if !strings.HasPrefix(initial.Get("next_batch").String(), "s") {
+			t.Fatalf("next_batch = %q, want s<pos>", initial.Get("next_batch").String())
+		}
+		joined := room(initial, "join", roomID)
+		if !joined.Exists() {
+			t.Fatalf("initial sync has no join entry for %s: %s", roomID, initial.Raw)
+		}
+		if got, want := bodies(joined.Get("timeline")), []string{"msg 0", "msg 1", "msg 2"}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("timeline bodies = %v, want %v", got, want)
+		}
+		// state and timeline together make up the room: the create event
+		// and the name are somewhere in them
+		all := stateKeys(joined.Get("state"))
+		for _, e := range joined.Get("timeline.events").Array() {
+			if e.Get("state_key").Exists() {
+				all = append(all, e.Get("type").String()+"|"+e.Get("state_key").String())
+			}
+		}
+		for _, k := range []string{"m.room.create|", "m.room.name|", "m.room.member|" + string(alice.UserID), "m.room.power_levels|"} {
+			if !has(all, k) {
+				t.Errorf("initial sync lacks %s in state+timeline: %v", k, all)
+			}
+		}
+		if joined.Get("summary.m\\.joined_member_count").Int() != 1 {
+			t.Errorf("summary = %s, want 1 joined member", joined.Get("summary").Raw)
+		}
+		if !joined.Get("unread_notifications.notification_count").Exists() {
+			t.Errorf("no unread_notifications: %s", joined.Raw)
+		}
+		for _, e := range joined.Get("timeline.events").Array() {
+			if e.Get("type").String() == "m.room.message" && e.Get("unsigned.transaction_id").String() == "" {
+				t.Errorf("own message without transaction_id: %s", e.Raw)
+			}
+		}
+
+		// nothing new: no rooms, same position
+		since := initial.Get("next_batch").String()
+		empty := syncRaw(t, alice, map[string]string{"since": since})
+		if empty.Get("rooms.join").Exists() {
+			t.Errorf("empty incremental sync has rooms: %s", empty.Get("rooms").Raw)
+		}
+		if got := empty.Get("next_batch").String(); got != since {
+			t.Errorf("empty sync moved next_batch %s → %s", since, got)
+		}
+
+		mustSend(t, alice, roomID, "new")
+		inc := syncRaw(t, alice, map[string]string{"since": since})
+		joined = room(inc, "join", roomID)
+		if got := bodies(joined.Get("timeline")); fmt.Sprint(got) != "[new]" {
+			t.Errorf("incremental timeline = %v, want [new]", got)
+		}
+		if joined.Get("timeline.limited").Bool() {
+			t.Error("incremental timeline of one event is limited")
+		}
+		if n := len(joined.Get("state.events").Array()); n != 0 {
+			t.Errorf("incremental sync repeats %d state events", n)
+		}
+
+		// full_state sends the state again
+		full := syncRaw(t, alice, map[string]string{"since": since, "full_state": "true"})
+		if !has(stateKeys(room(full, "join", roomID).Get("state")), "m.room.name|") {
+			t.Errorf("full_state lacks m.room.name: %s", room(full, "join", roomID).Get("state").Raw)
+		}
+	})
+}
+
+func TestSyncLongPollWakesOnSend(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustJoin(t, bob, roomID)
+		since := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+
+		// a write in a room alice is not in must not end her long-poll
+		other := mustCreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+
+		type result struct {
+			resp gjson.Result
+			err  error
+			took time.Duration
+		}
+		done := make(chan result, 1)
+		go func() {
+			start := time.Now()
+			r, err := syncErr(alice, map[string]string{"since": since, "timeout": "20000"})
+			done <- result{r, err, time.Since(start)}
+		}()
+		time.Sleep(200 * time.Millisecond)
+		mustSend(t, bob, other, "elsewhere")
+		select {
+		case r := <-done:
+			t.Fatalf("long-poll returned for an unrelated room after %v: %s", r.took, r.resp.Raw)
+		case <-time.After(200 * time.Millisecond):
+		}
+		sent := time.Now()
+		mustSend(t, bob, roomID, "wake up")
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if lag := time.Since(sent); lag > 2*time.Second {
+			t.Errorf("long-poll returned %v after the send, want it woken at once", lag)
+		}
+		if got := bodies(room(r.resp, "join", roomID).Get("timeline")); fmt.Sprint(got) != "[wake up]" {
+			t.Errorf("woken sync timeline = %v, want [wake up]", got)
+		}
+	})
+}
+
+func TestSyncLongPollTimesOutEmpty(t *testing.T) {
+	srv := hstest.New(t)
+	alice := srv.Register(t, "alice")
+	since := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+	start := time.Now()
+	resp := syncRaw(t, alice, map[string]string{"since": since, "timeout": "300"})
+	if took := time.Since(start); took < 250*time.Millisecond || took > 5*time.Second {
+		t.Errorf("timeout=300 returned after %v: %s", took, resp.Raw)
+	}
+	if resp.Get("rooms.join").Exists() || resp.Get("next_batch").String() == "" || resp.Get("device_lists.changed").Exists() {
+		t.Errorf("timed-out sync = %s, want empty with a next_batch", resp.Raw)
+	}
+}
+
+func TestSyncLimitedTimelineAndPrevBatch(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		since := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+		for i := range 8 {
+			mustSend(t, alice, roomID, fmt.Sprintf("m%d", i))
+		}
+		filter := `{"room":{"timeline":{"limit":3}}}`
+		resp := syncRaw(t, alice, map[string]string{"since": since, "filter": filter})
+		tl := room(resp, "join", roomID).Get("timeline")
+		if got := bodies(tl); fmt.Sprint(got) != "[m5 m6 m7]" {
+			t.Fatalf("limited timeline = %v, want [m5 m6 m7]", got)
+		}
+		if !tl.Get("limited").Bool() || tl.Get("prev_batch").String() == "" {
+			t.Fatalf("timeline = %s, want limited with prev_batch", tl.Raw)
+		}
+		msgs, err := alice.Messages(ctx, roomID, tl.Get("prev_batch").String(), "", mautrix.DirectionBackward, nil, 2)
+		if err != nil {
+			t.Fatalf("/messages from prev_batch: %v", err)
+		}
+		var got []string
+		for _, e := range msgs.Chunk {
+			body, _ := e.Content.Raw["body"].(string)
+			got = append(got, body)
+		}
+		if fmt.Sprint(got) != "[m4 m3]" {
+			t.Errorf("/messages back from prev_batch = %v, want [m4 m3]", got)
+		}
+
+		// initial sync with limit 0: nothing in the timeline, but limited
+		resp = syncRaw(t, alice, map[string]string{"filter": `{"room":{"timeline":{"limit":0}}}`})
+		tl = room(resp, "join", roomID).Get("timeline")
+		if len(tl.Get("events").Array()) != 0 || !tl.Get("limited").Bool() {
+			t.Errorf("limit 0 timeline = %s, want empty and limited", tl.Raw)
+		}
+		if !has(stateKeys(room(resp, "join", roomID).Get("state")), "m.room.create|") {
+			t.Errorf("limit 0: state lacks the create event")
+		}
+	})
+}
+
+func TestSyncStateChangeInLimitedGap(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	alice := srv.Register(t, "alice")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "alt"})
+	since := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+	if _, err := alice.SendStateEvent(ctx, roomID, event.StateRoomName, "", map[string]string{"name": "neu"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		mustSend(t, alice, roomID, fmt.Sprintf("m%d", i))
+	}
+	resp := syncRaw(t, alice, map[string]string{"since": since, "filter": `{"room":{"timeline":{"limit":2}}}`})
+	joined := room(resp, "join", roomID)
+	state := joined.Get("state.events").Array()
+	if len(state) != 1 || state[0].Get("type").String() != "m.room.name" || state[0].Get("content.name").String() != "neu" {
+		t.Errorf("state of a limited incremental sync = %s, want only the new m.room.name", joined.Get("state").Raw)
+	}
+}
+
+func TestSyncInviteAndLeave(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Befund"})
+		bobSince := syncRaw(t, bob, map[string]string{}).Get("next_batch").String()
+		if _, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		resp := syncRaw(t, bob, map[string]string{"since": bobSince})
+		invite := room(resp, "invite", roomID)
+		var sawInvite bool
+		for _, e := range invite.Get("invite_state.events").Array() {
+			if e.Get("type").String() == "m.room.member" && e.Get("state_key").String() == string(bob.UserID) &&
+				e.Get("content.membership").String() == "invite" && e.Get("sender").String() == string(alice.UserID) {
+				sawInvite = true
+			}
+			if e.Get("event_id").Exists() || e.Get("origin_server_ts").Exists() {
+				t.Errorf("invite_state event is not stripped: %s", e.Raw)
+			}
+		}
+		if !sawInvite {
+			t.Fatalf("invite section lacks bob's invite: %s", resp.Get("rooms").Raw)
+		}
+		// the invitee sees none of the room's timeline
+		if room(resp, "join", roomID).Exists() {
+			t.Error("invited room also in join")
+		}
+
+		bobSince = resp.Get("next_batch").String()
+		mustJoin(t, bob, roomID)
+		mustSend(t, alice, roomID, "hallo")
+		resp = syncRaw(t, bob, map[string]string{"since": bobSince})
+		joined := room(resp, "join", roomID)
+		// joined in the window: the whole state, not a delta
+		all := stateKeys(joined.Get("state"))
+		for _, e := range joined.Get("timeline.events").Array() {
+			if e.Get("state_key").Exists() {
+				all = append(all, e.Get("type").String()+"|"+e.Get("state_key").String())
+			}
+		}
+		for _, k := range []string{"m.room.create|", "m.room.name|", "m.room.member|" + string(alice.UserID)} {
+			if !has(all, k) {
+				t.Errorf("sync after joining lacks %s: %v", k, all)
+			}
+		}
+		if got := bodies(joined.Get("timeline")); fmt.Sprint(got) != "[hallo]" {
+			t.Errorf("timeline after join = %v, want [hallo]", got)
+		}
+
+		bobSince = resp.Get("next_batch").String()
+		if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		mustSend(t, alice, roomID, "after bob left")
+		resp = syncRaw(t, bob, map[string]string{"since": bobSince})
+		left := room(resp, "leave", roomID)
+		evs := left.Get("timeline.events").Array()
+		if len(evs) == 0 {
+			t.Fatalf("leave section lacks the room: %s", resp.Get("rooms").Raw)
+		}
+		last := evs[len(evs)-1]
+		if last.Get("type").String() != "m.room.member" || last.Get("content.membership").String() != "leave" {
+			t.Errorf("left room's timeline ends with %s, want bob's leave", last.Raw)
+		}
+		if has(bodies(left.Get("timeline")), "after bob left") {
+			t.Error("left room's timeline shows a message sent after leaving")
+		}
+		if room(resp, "join", roomID).Exists() {
+			t.Error("left room still in join")
+		}
+
+		// initial syncs show left rooms only with include_leave
+		if room(syncRaw(t, bob, map[string]string{}), "leave", roomID).Exists() {
+			t.Error("initial sync without include_leave shows the left room")
+		}
+		if !room(syncRaw(t, bob, map[string]string{"filter": `{"room":{"include_leave":true}}`}), "leave", roomID).Exists() {
+			t.Error("initial sync with include_leave lacks the left room")
+		}
+	})
+}
+
+func TestSyncLazyLoadMembers(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		alice, bob, carol := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "carol")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustJoin(t, bob, roomID)
+		mustJoin(t, carol, roomID)
+		for i := range 5 {
+			mustSend(t, bob, roomID, fmt.Sprintf("b%d", i))
+		}
+		lazy := `{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":3}}}`
+		resp := syncRaw(t, alice, map[string]string{"filter": lazy})
+		joined := room(resp, "join", roomID)
+		members := map[string]bool{}
+		for _, e := range joined.Get("state.events").Array() {
+			if e.Get("type").String() == "m.room.member" {
+				members[e.Get("state_key").String()] = true
+			}
+		}
+		if !members[string(bob.UserID)] || !members[string(alice.UserID)] || members[string(carol.UserID)] {
+			t.Errorf("lazy-loaded members = %v, want alice and bob (the sender) but not carol", members)
+		}
+		if joined.Get("summary.m\\.joined_member_count").Int() != 3 {
+			t.Errorf("summary = %s, want 3 joined", joined.Get("summary").Raw)
+		}
+		if n := len(joined.Get("summary.m\\.heroes").Array()); n != 2 {
+			t.Errorf("heroes = %s, want bob and carol", joined.Get("summary").Raw)
+		}
+
+		// incremental: a new sender's member event comes with their message
+		since := resp.Get("next_batch").String()
+		mustSend(t, carol, roomID, "c")
+		resp = syncRaw(t, alice, map[string]string{"since": since, "filter": lazy})
+		members = map[string]bool{}
+		for _, e := range room(resp, "join", roomID).Get("state.events").Array() {
+			members[e.Get("state_key").String()] = true
+		}
+		if !members[string(carol.UserID)] {
+			t.Errorf("incremental lazy sync lacks the new sender's member event: %s", room(resp, "join", roomID).Raw)
+		}
+
+		// without lazy loading every member is there
+		resp = syncRaw(t, alice, map[string]string{"filter": `{"room":{"timeline":{"limit":3}}}`})
+		if !has(stateKeys(room(resp, "join", roomID).Get("state")), "m.room.member|"+string(carol.UserID)) {
+			t.Error("a full initial sync lacks carol's member event")
+		}
+	})
+}
+
+func TestSyncTypingAndReceipts(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob, eve := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "eve")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustJoin(t, bob, roomID)
+		ev1 := mustSend(t, alice, roomID, "eins")
+		mustSend(t, alice, roomID, "zwei")
+		ev3 := mustSend(t, alice, roomID, "drei")
+
+		bobInitial := syncRaw(t, bob, map[string]string{})
+		if got := room(bobInitial, "join", roomID).Get("unread_notifications.notification_count").Int(); got != 3 {
+			t.Errorf("bob's unread count = %d, want 3", got)
+		}
+		since := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+
+		if _, err := bob.UserTyping(ctx, roomID, true, 10*time.Second); err != nil {
+			t.Fatalf("typing: %v", err)
+		}
+		if _, err := eve.UserTyping(ctx, roomID, true, 10*time.Second); hstest.ErrCode(err) != "M_FORBIDDEN" {
+			t.Errorf("typing in a room one is not in: err = %v, want M_FORBIDDEN", err)
+		}
+		resp := syncRaw(t, alice, map[string]string{"since": since})
+		var typing []string
+		for _, e := range room(resp, "join", roomID).Get("ephemeral.events").Array() {
+			if e.Get("type").String() == "m.typing" {
+				for _, u := range e.Get("content.user_ids").Array() {
+					typing = append(typing, u.String())
+				}
+			}
+		}
+		if fmt.Sprint(typing) != fmt.Sprint([]string{string(bob.UserID)}) {
+			t.Errorf("typing users = %v, want [bob]", typing)
+		}
+
+		since = resp.Get("next_batch").String()
+		if err := bob.SendReceipt(ctx, roomID, ev3, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatalf("receipt: %v", err)
+		}
+		if err := bob.SendReceipt(ctx, roomID, ev1, event.ReceiptTypeReadPrivate, nil); err != nil {
+			t.Fatalf("private receipt: %v", err)
+		}
+		resp = syncRaw(t, alice, map[string]string{"since": since})
+		var receipt gjson.Result
+		for _, e := range room(resp, "join", roomID).Get("ephemeral.events").Array() {
+			if e.Get("type").String() == "m.receipt" {
+				receipt = e
+			}
+		}
+		path := gjson.Escape(string(ev3)) + ".m\\.read." + gjson.Escape(string(bob.UserID)) + ".ts"
+		if !receipt.Get("content." + path).Exists() {
+			t.Errorf("alice does not see bob's read receipt: %s", receipt.Raw)
+		}
+		if strings.Contains(receipt.Raw, "m.read.private") {
+			t.Errorf("alice sees bob's private receipt: %s", receipt.Raw)
+		}
+		bobResp := syncRaw(t, bob, map[string]string{"since": bobInitial.Get("next_batch").String()})
+		if !strings.Contains(room(bobResp, "join", roomID).Get("ephemeral").Raw, "m.read.private") {
+			t.Errorf("bob does not see his own private receipt: %s", room(bobResp, "join", roomID).Get("ephemeral").Raw)
+		}
+		if got := room(bobResp, "join", roomID).Get("unread_notifications.notification_count").Int(); got != 0 {
+			t.Errorf("bob's unread count after reading = %d, want 0", got)
+		}
+	})
+}
+
+func TestReceiptAndTypingErrors(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	ev := mustSend(t, alice, roomID, "x")
+	post := func(c *mautrix.Client, path string, body any) error {
+		parts := mautrix.ClientURLPath{"v3", "rooms", string(roomID)}
+		for _, p := range strings.Split(path, "/") {
+			parts = append(parts, p)
+		}
+		_, err := c.MakeRequest(ctx, "POST", c.BuildClientURL(parts...), body, nil)
+		return err
+	}
+	for _, tc := range []struct {
+		name string
+		do   func() error
+		want string
+	}{
+		{"unknown receipt type", func() error { return post(alice, "receipt/m.unknown/"+string(ev), struct{}{}) }, "M_INVALID_PARAM"},
+		{"unknown event", func() error { return post(alice, "receipt/m.read/$nope", struct{}{}) }, "M_NOT_FOUND"},
+		{"fully_read with thread", func() error {
+			return post(alice, "receipt/m.fully_read/"+string(ev), map[string]string{"thread_id": "main"})
+		}, "M_INVALID_PARAM"},
+		{"bad thread id", func() error {
+			return post(alice, "receipt/m.read/"+string(ev), map[string]string{"thread_id": "nope"})
+		}, "M_INVALID_PARAM"},
+		{"receipt by non-member", func() error { return post(bob, "receipt/m.read/"+string(ev), struct{}{}) }, "M_FORBIDDEN"},
+		{"read markers by non-member", func() error { return post(bob, "read_markers", map[string]string{"m.read": string(ev)}) }, "M_FORBIDDEN"},
+		{"typing for someone else", func() error {
+			_, err := alice.MakeRequest(ctx, "PUT", alice.BuildClientURL("v3", "rooms", roomID, "typing", bob.UserID), map[string]any{"typing": true}, nil)
+			return err
+		}, "M_FORBIDDEN"},
+		{"typing without typing", func() error {
+			_, err := alice.MakeRequest(ctx, "PUT", alice.BuildClientURL("v3", "rooms", roomID, "typing", alice.UserID), map[string]any{}, nil)
+			return err
+		}, "M_BAD_JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := hstest.ErrCode(tc.do()); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReadMarkersFullyReadIsRoomAccountData(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	alice := srv.Register(t, "alice")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	ev := mustSend(t, alice, roomID, "x")
+	since := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+	if err := alice.SetReadMarkers(ctx, roomID, map[string]string{"m.fully_read": string(ev), "m.read": string(ev)}); err != nil {
+		t.Fatalf("read_markers: %v", err)
+	}
+	resp := syncRaw(t, alice, map[string]string{"since": since})
+	joined := room(resp, "join", roomID)
+	var fully string
+	for _, e := range joined.Get("account_data.events").Array() {
+		if e.Get("type").String() == "m.fully_read" {
+			fully = e.Get("content.event_id").String()
+		}
+	}
+	if fully != string(ev) {
+		t.Errorf("m.fully_read in room account data = %q, want %s (%s)", fully, ev, joined.Raw)
+	}
+	if !strings.Contains(joined.Get("ephemeral").Raw, `"m.read"`) {
+		t.Errorf("read marker m.read did not become a receipt: %s", joined.Get("ephemeral").Raw)
+	}
+}
+
+func TestSyncBadParameters(t *testing.T) {
+	srv := hstest.New(t)
+	alice := srv.Register(t, "alice")
+	for _, tc := range []struct {
+		name   string
+		params map[string]string
+		want   string
+	}{
+		{"malformed since", map[string]string{"since": "banana"}, "M_INVALID_PARAM"},
+		{"negative timeout", map[string]string{"timeout": "-5"}, "M_INVALID_PARAM"},
+		{"filter not JSON", map[string]string{"filter": `{"room":`}, "M_BAD_JSON"},
+		{"filter wrong shape", map[string]string{"filter": `{"room":{"timeline":{"limit":"ten"}}}`}, "M_BAD_JSON"},
+		{"unknown filter ID", map[string]string{"filter": "424242"}, "M_INVALID_PARAM"},
+		{"bad full_state", map[string]string{"full_state": "yes"}, "M_INVALID_PARAM"},
+		{"bad set_presence", map[string]string{"set_presence": "busy"}, "M_INVALID_PARAM"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := syncErr(alice, tc.params)
+			if got := hstest.ErrCode(err); got != tc.want {
+				t.Errorf("errcode = %q (%v), want %s", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSyncStoredFilter(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	alice := srv.Register(t, "alice")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	for i := range 4 {
+		mustSend(t, alice, roomID, fmt.Sprintf("m%d", i))
+	}
+	limit := 2
+	f, err := alice.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: limit}}})
+	if err != nil {
+		t.Fatalf("create filter: %v", err)
+	}
+	resp := syncRaw(t, alice, map[string]string{"filter": f.FilterID})
+	if got := bodies(room(resp, "join", roomID).Get("timeline")); fmt.Sprint(got) != "[m2 m3]" {
+		t.Errorf("timeline with stored filter = %v, want [m2 m3]", got)
+	}
+	// mautrix parses the whole response
+	var parsed mautrix.RespSync
+	if err := json.Unmarshal([]byte(resp.Raw), &parsed); err != nil {
+		t.Fatalf("mautrix cannot parse the sync response: %v", err)
+	}
+	if parsed.Rooms.Join[roomID] == nil {
+		t.Error("mautrix sees no joined room")
+	}
+}
