@@ -57,6 +57,9 @@ type shared struct {
 	dsn  string
 
 	rebound sync.Map // query text → engine-specific text
+
+	// group batches concurrent SQLite transactions into one commit.
+	group *groupCommitter
 }
 
 // Open connects to dsn: "sqlite:PATH" (or a bare path ending in .db) or a
@@ -103,7 +106,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	read.SetMaxOpenConns(8)
 	read.SetMaxIdleConns(8)
-	return &DB{shared: &shared{engine: SQLite, write: write, read: read, dsn: "sqlite:" + path}}, nil
+	sh := &shared{engine: SQLite, write: write, read: read, dsn: "sqlite:" + path}
+	sh.group = newGroupCommitter(sh)
+	return &DB{shared: sh}, nil
 }
 
 func openPostgres(ctx context.Context, dsn string) (*DB, error) {
@@ -147,6 +152,9 @@ func (db *DB) InTx() bool { return db.tx != nil }
 func (db *DB) Close() error {
 	if db.tx != nil {
 		return errors.New("storage: Close on a transaction")
+	}
+	if db.shared.group != nil {
+		db.shared.group.close()
 	}
 	err := db.shared.write.Close()
 	if db.shared.read != db.shared.write {
@@ -192,7 +200,7 @@ func rebindSQLite(query string) string {
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	q := db.rebind(query)
 	if db.tx != nil {
-		return db.tx.ExecContext(ctx, q, args...)
+		return db.tx.ExecContext(db.txContext(ctx), q, args...)
 	}
 	return db.shared.write.ExecContext(ctx, q, args...)
 }
@@ -201,7 +209,7 @@ func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, 
 func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	q := db.rebind(query)
 	if db.tx != nil {
-		return db.tx.QueryContext(ctx, q, args...)
+		return db.tx.QueryContext(db.txContext(ctx), q, args...)
 	}
 	return db.shared.read.QueryContext(ctx, q, args...)
 }
@@ -210,7 +218,7 @@ func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, 
 func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
 	q := db.rebind(query)
 	if db.tx != nil {
-		return db.tx.QueryRowContext(ctx, q, args...)
+		return db.tx.QueryRowContext(db.txContext(ctx), q, args...)
 	}
 	return db.shared.read.QueryRowContext(ctx, q, args...)
 }
@@ -220,7 +228,7 @@ func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 func (db *DB) QueryRowWrite(ctx context.Context, query string, args ...any) *sql.Row {
 	q := db.rebind(query)
 	if db.tx != nil {
-		return db.tx.QueryRowContext(ctx, q, args...)
+		return db.tx.QueryRowContext(db.txContext(ctx), q, args...)
 	}
 	return db.shared.write.QueryRowContext(ctx, q, args...)
 }
@@ -234,6 +242,9 @@ func (db *DB) QueryRowWrite(ctx context.Context, query string, args ...any) *sql
 func (db *DB) Transact(ctx context.Context, fn func(tx *DB) error) (err error) {
 	if db.tx != nil {
 		return fn(db)
+	}
+	if db.shared.group != nil {
+		return db.shared.group.run(ctx, fn)
 	}
 	sqlTx, err := db.shared.write.BeginTx(ctx, nil)
 	if err != nil {

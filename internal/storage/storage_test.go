@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -155,6 +156,78 @@ func TestFollowStreamSeesCommitsFromAnotherConnection(t *testing.T) {
 			case <-deadline:
 				t.Fatalf("position %d from the other connection never arrived", want)
 			}
+		}
+	})
+}
+
+// TestConcurrentTransactionsFailIndependently checks that a failing
+// transaction rolls back only its own writes even when the engine batches
+// several callers into one commit.
+func TestConcurrentTransactionsFailIndependently(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		const n = 40
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = db.Transact(ctx, func(tx *storage.DB) error {
+					if _, err := tx.Exec(ctx, `INSERT INTO server_meta (key, value) VALUES ($1, 'v')`, fmt.Sprintf("k%d", i)); err != nil {
+						return err
+					}
+					if _, err := tx.NextStreamPos(ctx, 1); err != nil {
+						return err
+					}
+					if i%2 == 1 {
+						return errors.New("odd callers fail")
+					}
+					return nil
+				})
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if (i%2 == 1) != (err != nil) {
+				t.Fatalf("caller %d: err = %v", i, err)
+			}
+		}
+		var rows int
+		if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM server_meta`).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		head, _ := db.StreamHead(ctx)
+		if rows != n/2 || head != n/2 {
+			t.Fatalf("rows = %d, head = %d, want %d each: a failed caller leaked writes or took others down", rows, head, n/2)
+		}
+	})
+}
+
+func TestPanicInTransactionReachesCallerAndRollsBack(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Fatal("panic inside Transact was swallowed")
+				}
+			}()
+			_ = db.Transact(ctx, func(tx *storage.DB) error {
+				tx.Exec(ctx, `INSERT INTO server_meta (key, value) VALUES ('p', 'v')`)
+				panic("boom")
+			})
+		}()
+		var rows int
+		if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM server_meta`).Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if rows != 0 {
+			t.Fatal("writes of a panicking transaction were committed")
+		}
+		// the database still works afterwards
+		if err := db.Transact(ctx, func(tx *storage.DB) error { _, err := tx.NextStreamPos(ctx, 1); return err }); err != nil {
+			t.Fatalf("transaction after panic: %v", err)
 		}
 	})
 }
