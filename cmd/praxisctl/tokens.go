@@ -42,25 +42,24 @@ func parseWhen(s string, now time.Time, sign int) (time.Time, error) {
 
 func init() {
 	var create struct {
-		token, expires string
-		uses, length   int
+		expires      string
+		uses, length int
 	}
 	register(&command{
-		name: "token create", args: "[--token T] [--uses N] [--expires 7d|TIME] [--length N]",
-		help: "create a registration token (random unless --token is given)",
+		name: "token create", args: "[TOKEN] [--uses N] [--expires 7d|TIME] [--length N]",
+		help: "create a registration token: TOKEN (A-Z a-z 0-9 . _ ~ -, at most 64) or a random one",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&create.token, "token", "", "the token text (A-Z a-z 0-9 . _ ~ -, at most 64)")
 			fs.IntVar(&create.uses, "uses", -1, "how many registrations it allows (default unlimited)")
 			fs.StringVar(&create.expires, "expires", "", "when it expires: a duration from now (7d, 12h) or a time (default never)")
 			fs.IntVar(&create.length, "length", 0, "length of a random token (default 16)")
 		},
 		run: func(c *cli, fs *flag.FlagSet, args []string) error {
-			if err := wantArgs(args, 0, "no arguments"); err != nil {
-				return err
+			if len(args) > 1 {
+				return usagef("want at most one token, got %d arguments", len(args))
 			}
 			body := map[string]any{}
-			if create.token != "" {
-				body["token"] = create.token
+			if len(args) == 1 {
+				body["token"] = args[0]
 			}
 			if create.uses >= 0 {
 				body["uses_allowed"] = create.uses

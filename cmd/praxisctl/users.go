@@ -103,16 +103,13 @@ func userID(ctx context.Context, a *api, arg string) (string, error) {
 		}
 		return arg, nil
 	}
-	var who struct {
-		UserID string `json:"user_id"`
+	var info struct {
+		ServerName string `json:"server_name"`
 	}
-	if _, err := a.do(ctx, http.MethodGet, "/_matrix/client/v3/account/whoami", nil, nil, &who); err != nil {
+	if _, err := a.do(ctx, http.MethodGet, "/_praxis/admin/v1/server", nil, nil, &info); err != nil {
 		return "", fmt.Errorf("find the server name (pass a full @user:server ID to skip this): %w", err)
 	}
-	_, server, ok := strings.Cut(who.UserID, ":")
-	if !ok {
-		return "", fmt.Errorf("server answered whoami with %q", who.UserID)
-	}
+	server := info.ServerName
 	return "@" + arg + ":" + server, nil
 }
 

@@ -71,6 +71,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("POST "+synV1+"/register", httputil.JSONHandler(s.registerSharedSecret))
 
 	mux.Handle("GET "+synV1+"/server_version", s.admin(s.serverVersion))
+	mux.Handle("GET "+praxV1+"/server", s.admin(s.serverInfo))
 
 	// users (users.go)
 	mux.Handle("GET "+synV2+"/users", s.admin(s.listUsers))
@@ -166,6 +167,13 @@ func Version() string {
 // serverVersion serves GET /_synapse/admin/v1/server_version.
 func (s *Service) serverVersion(r *http.Request, caller *users.Device) (any, error) {
 	return map[string]string{"server_version": Version()}, nil
+}
+
+// serverInfo serves GET /_praxis/admin/v1/server: what praxisctl needs to
+// know about the node (it cannot use /whoami when the admin API has its
+// own listener).
+func (s *Service) serverInfo(r *http.Request, caller *users.Device) (any, error) {
+	return map[string]string{"server_name": s.users.ServerName(), "server_version": Version()}, nil
 }
 
 // localUser checks a user ID from the path: well-formed and ours.

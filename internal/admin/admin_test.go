@@ -78,6 +78,7 @@ func TestAdminOnly(t *testing.T) {
 	bob := "@bob:hs1.test"
 	for _, ep := range []struct{ method, path string }{
 		{"GET", "/_synapse/admin/v1/server_version"},
+		{"GET", "/_praxis/admin/v1/server"},
 		{"GET", "/_synapse/admin/v2/users"},
 		{"GET", "/_synapse/admin/v2/users/" + esc(bob)},
 		{"PUT", "/_synapse/admin/v2/users/" + esc(bob)},
