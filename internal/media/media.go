@@ -84,7 +84,7 @@ type Service struct {
 	maxUpload  int64
 	retention  time.Duration // 0 = keep
 	unaccessed time.Duration // 0 = keep
-	now        func() time.Time
+	clock      atomic.Pointer[func() time.Time]
 
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // origin/mediaID → downloads waiting for an async upload
@@ -102,7 +102,7 @@ func New(db *storage.DB, root, serverName string, cfg config.Media) (*Service, e
 	if err != nil {
 		return nil, err
 	}
-	return &Service{
+	s := &Service{
 		db:         db,
 		files:      f,
 		serverName: serverName,
@@ -110,14 +110,18 @@ func New(db *storage.DB, root, serverName string, cfg config.Media) (*Service, e
 		maxUpload:  cfg.MaxUploadBytes,
 		retention:  time.Duration(cfg.RetentionDays) * 24 * time.Hour,
 		unaccessed: time.Duration(cfg.RetentionUnaccessedDays) * 24 * time.Hour,
-		now:        time.Now,
 		waiters:    map[string][]chan struct{}{},
 		thumbLocks: map[string]*thumbLock{},
-	}, nil
+	}
+	s.SetClock(time.Now)
+	return s, nil
 }
 
-// SetClock replaces the clock (tests move time instead of sleeping).
-func (s *Service) SetClock(now func() time.Time) { s.now = now }
+// SetClock replaces the clock (tests move time instead of sleeping). It
+// may be called while the retention job runs.
+func (s *Service) SetClock(now func() time.Time) { s.clock.Store(&now) }
+
+func (s *Service) now() time.Time { return (*s.clock.Load())() }
 
 // MaxUploadBytes is the upload size limit (m.upload.size).
 func (s *Service) MaxUploadBytes() int64 { return s.maxUpload }
