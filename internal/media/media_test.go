@@ -487,3 +487,75 @@ func TestSweepTemp(t *testing.T) {
 		t.Fatalf("old temp file still there: %v", err)
 	}
 }
+
+// Uploads of the same bytes racing with deletions of their twins must
+// never leave a media ID whose file is gone, nor a file nobody references.
+func TestConcurrentUploadAndDeleteOfSameContent(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, _ := newTestService(t, db, nil)
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for w := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 15 {
+					m, err := s.Upload(ctx, UploadRequest{UserID: alice, ContentType: "application/pdf", Body: bytes.NewReader(pdfBytes), ContentLength: -1})
+					if err != nil {
+						errs <- err
+						return
+					}
+					if (w+i)%2 == 0 {
+						if err := s.Delete(ctx, "hs1.test", m.MediaID); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		var live int
+		db.QueryRow(ctx, `SELECT COUNT(*) FROM media`).Scan(&live)
+		if live != 30 {
+			t.Fatalf("%d media left, want 30", live)
+		}
+		files := contentFiles(t, s)
+		if len(files) != 1 {
+			t.Fatalf("files on disk: %v, want the one shared PDF", files)
+		}
+		rows, err := db.Query(ctx, `SELECT media_id FROM media`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			rows.Scan(&id)
+			ids = append(ids, id)
+		}
+		rows.Close()
+		for _, id := range ids {
+			c, err := s.Download(ctx, "hs1.test", id, 0)
+			if err != nil {
+				t.Fatalf("download %s: %v", id, err)
+			}
+			if b := readAll(t, c); !bytes.Equal(b, pdfBytes) {
+				t.Fatalf("download %s: wrong bytes", id)
+			}
+		}
+		for _, id := range ids {
+			if err := s.Delete(ctx, "hs1.test", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if files := contentFiles(t, s); len(files) != 0 {
+			t.Fatalf("files left after deleting everything: %v", files)
+		}
+	})
+}
