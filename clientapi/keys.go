@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"praxis/clientapi/auth"
 	"praxis/crypto/keyserver"
 	"praxis/internal/httputil"
 	"praxis/internal/users"
@@ -139,13 +140,19 @@ func (a *API) uploadCrossSigningKeys(r *http.Request, dev *users.Device) (*empty
 	if err != nil {
 		return nil, err
 	}
+	var session string
 	if need {
-		if err := a.passwordUIA(r, dev, "device_signing_upload", req.Auth); err != nil {
+		sess, err := a.uia().Check(r.Context(), auth.UIARequest{Purpose: "device_signing_upload", UserID: dev.UserID, Flows: passwordFlows, Auth: req.Auth})
+		if err != nil {
 			return nil, err
 		}
+		session = sess.ID
 	}
 	if err := a.Keys.UploadCrossSigning(r.Context(), dev.UserID, req.CrossSigningKeys); err != nil {
 		return nil, err
+	}
+	if session != "" {
+		_ = a.Users.DeleteUIASession(r.Context(), session)
 	}
 	return &empty{}, nil
 }
@@ -179,84 +186,4 @@ func (a *API) sendToDevice(r *http.Request, dev *users.Device) (*empty, error) {
 		return nil, err
 	}
 	return &empty{}, nil
-}
-
-// passwordUIA runs user-interactive auth with the m.login.password stage
-// for a sensitive key operation: without auth it answers 401 with the
-// flows and a new session; with a correct password it lets the request
-// through.
-func (a *API) passwordUIA(r *http.Request, dev *users.Device, purpose string, raw json.RawMessage) error {
-	ctx := r.Context()
-	var auth struct {
-		Type       string `json:"type"`
-		Session    string `json:"session"`
-		Password   string `json:"password"`
-		User       string `json:"user"`
-		Identifier struct {
-			Type string `json:"type"`
-			User string `json:"user"`
-		} `json:"identifier"`
-	}
-	if len(raw) > 0 && string(raw) != "null" {
-		if err := json.Unmarshal(raw, &auth); err != nil {
-			return httputil.BadJSON("auth must be an object")
-		}
-	}
-	challenge := func(session string, cause *httputil.Error) error {
-		if session == "" {
-			s, err := a.Users.CreateUIASession(ctx, purpose, dev.UserID)
-			if err != nil {
-				return err
-			}
-			session = s.ID
-		}
-		e := httputil.Errorf(http.StatusUnauthorized, "", "")
-		e.Extra = map[string]any{
-			"flows":     []map[string]any{{"stages": []string{"m.login.password"}}},
-			"params":    map[string]any{},
-			"session":   session,
-			"completed": []string{},
-		}
-		if cause != nil {
-			e.ErrCode, e.Message = cause.ErrCode, cause.Message
-		} else {
-			e.ErrCode, e.Message = "M_FORBIDDEN", "authentication required"
-		}
-		return e
-	}
-	if auth.Type == "" {
-		return challenge(auth.Session, nil)
-	}
-	if auth.Session != "" {
-		s, err := a.Users.UIASession(ctx, auth.Session)
-		if errors.Is(err, users.ErrNotFound) || (err == nil && (s.UserID != dev.UserID || s.Purpose != purpose)) {
-			return challenge("", httputil.Errorf(http.StatusUnauthorized, "M_UNKNOWN", "unknown UIA session"))
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if auth.Type != "m.login.password" {
-		return challenge(auth.Session, httputil.Errorf(http.StatusUnauthorized, "M_UNKNOWN", "unsupported auth type"))
-	}
-	user := auth.Identifier.User
-	if user == "" {
-		user = auth.User
-	}
-	if user != "" && !strings.HasPrefix(user, "@") {
-		user = a.Users.UserID(user)
-	}
-	if user != dev.UserID {
-		return challenge(auth.Session, httputil.Forbidden("auth is for another user"))
-	}
-	if err := a.Users.CheckPassword(ctx, dev.UserID, auth.Password); err != nil {
-		if errors.Is(err, users.ErrBadPassword) || errors.Is(err, users.ErrDeactivated) {
-			return challenge(auth.Session, httputil.Forbidden("invalid password"))
-		}
-		return err
-	}
-	if auth.Session != "" {
-		_ = a.Users.DeleteUIASession(ctx, auth.Session)
-	}
-	return nil
 }

@@ -295,7 +295,7 @@ func TestSignaturesUpload(t *testing.T) {
 		bob := srv.Register(t, "bob")
 		q, _ := keyReq(t, bob, http.MethodPost, []any{"keys", "query"}, nil, map[string]any{"device_keys": map[string]any{uid: []string{}}})
 		sigs := q.Get("device_keys." + gjson.Escape(uid) + "." + gjson.Escape(did) + ".signatures." + gjson.Escape(uid))
-		if !sigs.Get(gjson.Escape("ed25519:" + cs.ssPub)).Exists() || !sigs.Get(gjson.Escape("ed25519:" + did)).Exists() {
+		if !sigs.Get(gjson.Escape("ed25519:"+cs.ssPub)).Exists() || !sigs.Get(gjson.Escape("ed25519:"+did)).Exists() {
 			t.Fatalf("device signatures served: %s", sigs.Raw)
 		}
 		if !q.Get("master_keys." + gjson.Escape(uid) + ".signatures." + gjson.Escape(uid) + "." + gjson.Escape("ed25519:"+did)).Exists() {

@@ -120,7 +120,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("POST "+v3+"/keys/claim", authed(a, a.claimKeys))
 	mux.Handle("GET "+v3+"/keys/changes", authed(a, a.keyChanges))
 	mux.Handle("POST "+v3+"/keys/changes", authed(a, a.keyChanges)) // mautrix-go sends POST
-	mux.Handle("POST "+v3+"/keys/device_signing/upload", authed(a, a.uploadCrossSigningKeys))
+	mux.Handle("POST "+v3+"/keys/device_signing/upload", authedUIA(a, a.uploadCrossSigningKeys))
 	mux.Handle("POST "+v3+"/keys/signatures/upload", authed(a, a.uploadSignatures))
 	mux.Handle("PUT "+v3+"/sendToDevice/{eventType}/{txnId}", authed(a, a.sendToDevice))
 	// key backup (keybackup.go)
