@@ -50,6 +50,19 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 			return id, err
 		}
 	}
+	p := proto{sender: req.Sender, evType: req.Type, stateKey: req.StateKey, content: req.Content, redacts: req.Redacts}
+	// Build, sign and auth-check against the committed head outside the
+	// transaction: that is most of an event's CPU, and writes to the
+	// database are serialised. Inside, the event is kept if the head has
+	// not moved meanwhile, and rebuilt otherwise.
+	pre, err := s.readHead(ctx, s.db, room)
+	if err != nil {
+		return "", err
+	}
+	prebuilt, err := pre.build(ctx, p)
+	if err != nil {
+		return "", err
+	}
 	var eventID string
 	err = s.db.Transact(ctx, func(tx *storage.DB) error {
 		w, err := s.openWriter(ctx, tx, room)
@@ -57,13 +70,18 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 			return err
 		}
 		if req.TxnID != "" {
-			// A concurrent retry may have committed while we waited for
-			// the lock.
+			// A retry may have committed while we waited for the room, or
+			// sit earlier in the same group commit.
 			if eventID, err = s.txnEvent(ctx, tx, room.nid, req); err != nil || eventID != "" {
 				return err
 			}
 		}
-		pdu, err := w.add(ctx, proto{sender: req.Sender, evType: req.Type, stateKey: req.StateKey, content: req.Content, redacts: req.Redacts}, req.TxnDevice, req.TxnID)
+		pdu := prebuilt
+		if w.sameHead(pre) {
+			_, err = w.persist(ctx, pdu, req.TxnDevice, req.TxnID)
+		} else {
+			pdu, err = w.add(ctx, p, req.TxnDevice, req.TxnID)
+		}
 		if err != nil {
 			return err
 		}

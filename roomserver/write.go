@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -71,35 +72,55 @@ func (s *Service) openWriter(ctx context.Context, tx *storage.DB, room *roomInfo
 	if err := tx.LockRoom(ctx, room.id); err != nil {
 		return nil, err
 	}
-	w := &writer{s: s, tx: tx, room: room, state: map[gomatrixserverlib.StateKeyTuple]stateEntry{}}
-	var group sql.NullInt64
-	err := tx.QueryRow(ctx, `SELECT r.max_depth, r.current_state_group, COALESCE(g.chain_len, 0)
+	return s.readHead(ctx, tx, room)
+}
+
+// readHead reads the room's head (depth, state group, extremities) into a
+// new writer: one query. Outside a transaction it serves optimistic
+// building, which finish must not be called on.
+func (s *Service) readHead(ctx context.Context, db *storage.DB, room *roomInfo) (*writer, error) {
+	w := &writer{s: s, tx: db, room: room, state: map[gomatrixserverlib.StateKeyTuple]stateEntry{}}
+	rows, err := db.Query(ctx, `SELECT r.max_depth, r.current_state_group, COALESCE(g.chain_len, 0), f.event_id
 		FROM rooms r LEFT JOIN state_groups g ON g.state_group = r.current_state_group
-		WHERE r.room_nid = $1`, room.nid).Scan(&w.depth, &group, &w.chainLen)
+		LEFT JOIN forward_extremities f ON f.room_nid = r.room_nid
+		WHERE r.room_nid = $1`, room.nid)
 	if err != nil {
-		return nil, fmt.Errorf("read room %s: %w", room.id, err)
-	}
-	w.group = group.Int64
-	rows, err := tx.Query(ctx, `SELECT event_id FROM forward_extremities WHERE room_nid = $1`, room.nid)
-	if err != nil {
-		return nil, fmt.Errorf("read extremities of %s: %w", room.id, err)
+		return nil, fmt.Errorf("read head of %s: %w", room.id, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var group sql.NullInt64
+		var ext sql.NullString
+		if err := rows.Scan(&w.depth, &group, &w.chainLen, &ext); err != nil {
 			return nil, err
 		}
-		w.extremities = append(w.extremities, id)
+		w.group = group.Int64
+		if ext.Valid {
+			w.extremities = append(w.extremities, ext.String)
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read head of %s: %w", room.id, err)
 	}
 	if len(w.extremities) > maxPrevEvents {
 		w.extremities = w.extremities[:maxPrevEvents]
 	}
 	w.prev = append([]string(nil), w.extremities...)
 	return w, nil
+}
+
+// sameHead reports whether two reads of a room's head agree, so that an
+// event built against one is still valid against the other.
+func (w *writer) sameHead(o *writer) bool {
+	if w.depth != o.depth || w.group != o.group || len(w.extremities) != len(o.extremities) {
+		return false
+	}
+	for _, id := range w.extremities {
+		if !slices.Contains(o.extremities, id) {
+			return false
+		}
+	}
+	return true
 }
 
 // newRoomWriter starts a writer for a room created in this transaction.
@@ -439,13 +460,20 @@ func (w *writer) finish(ctx context.Context) (int64, error) {
 	}
 	tx := w.tx
 	last := w.written[len(w.written)-1].pdu.EventID()
-	if len(w.extremities) > 0 {
-		q, args := storage.In(`DELETE FROM forward_extremities WHERE room_nid = $1 AND event_id IN ($IN)`, 1, w.extremities)
-		if _, err := tx.Exec(ctx, q, append([]any{w.room.nid}, args...)...); err != nil {
-			return 0, fmt.Errorf("update extremities: %w", err)
+	var err error
+	if len(w.extremities) == 1 {
+		// the common case: a linear room moves its one extremity
+		_, err = tx.Exec(ctx, `UPDATE forward_extremities SET event_id = $1 WHERE room_nid = $2 AND event_id = $3`, last, w.room.nid, w.extremities[0])
+	} else {
+		if len(w.extremities) > 0 {
+			q, args := storage.In(`DELETE FROM forward_extremities WHERE room_nid = $1 AND event_id IN ($IN)`, 1, w.extremities)
+			if _, err := tx.Exec(ctx, q, append([]any{w.room.nid}, args...)...); err != nil {
+				return 0, fmt.Errorf("update extremities: %w", err)
+			}
 		}
+		_, err = tx.Exec(ctx, `INSERT INTO forward_extremities (room_nid, event_id) VALUES ($1, $2)`, w.room.nid, last)
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO forward_extremities (room_nid, event_id) VALUES ($1, $2)`, w.room.nid, last); err != nil {
+	if err != nil {
 		return 0, fmt.Errorf("update extremities: %w", err)
 	}
 	var group any
@@ -458,7 +486,8 @@ func (w *writer) finish(ctx context.Context) (int64, error) {
 	}
 
 	k := int64(len(w.written))
-	pos, err := tx.NextStreamPos(ctx, k)
+	var pos int64
+	pos, err = tx.NextStreamPos(ctx, k)
 	if err != nil {
 		return 0, err
 	}

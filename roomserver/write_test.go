@@ -364,3 +364,40 @@ func TestRedactReplacesStoredJSON(t *testing.T) {
 		}
 	})
 }
+
+func TestConcurrentRetriesOfOneTxnMakeOneEvent(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := t.Context()
+		s := newTestService(t, db)
+		res, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: alice})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 8
+		ids := make([]string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id, err := s.Send(ctx, SendRequest{RoomID: res.RoomID, Sender: alice, Type: "m.room.message",
+					Content: json.RawMessage(`{"body":"once"}`), TxnDevice: "D", TxnID: "same"})
+				if err != nil {
+					t.Errorf("retry %d: %v", i, err)
+				}
+				ids[i] = id
+			}()
+		}
+		wg.Wait()
+		for i := range ids {
+			if ids[i] != ids[0] {
+				t.Fatalf("retries returned different events: %v", ids)
+			}
+		}
+		var count int
+		db.QueryRow(ctx, `SELECT COUNT(*) FROM events WHERE txn_id = 'same'`).Scan(&count)
+		if count != 1 {
+			t.Errorf("%d events for one transaction, want 1", count)
+		}
+	})
+}
