@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"praxis/clientapi/auth"
 	"praxis/internal/httputil"
 	"praxis/internal/users"
 	"praxis/roomserver"
@@ -139,4 +140,20 @@ func (a *API) searchUsers(r *http.Request, dev *users.Device) (*userSearchRespon
 		return nil, err
 	}
 	return &userSearchResponse{Results: res, Limited: limited}, nil
+}
+
+// roomSummary serves GET /_matrix/client/v1/room_summary/{roomIdOrAlias}
+// (and MSC3266's unstable path): a preview of a room before joining.
+// Authentication is optional; an anonymous caller sees only rooms anyone
+// could see or join.
+func (a *API) roomSummary(r *http.Request) (*roomserver.RoomPreview, error) {
+	userID := ""
+	if auth.Token(r) != "" {
+		dev, err := auth.Device(r, a.Users)
+		if err != nil {
+			return nil, err
+		}
+		userID = dev.UserID
+	}
+	return a.Rooms.RoomPreview(r.Context(), userID, r.PathValue("roomIdOrAlias"))
 }

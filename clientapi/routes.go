@@ -107,6 +107,8 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+v3+"/publicRooms", authed(a, a.publicRoomsGet))
 	mux.Handle("POST "+v3+"/publicRooms", authed(a, a.publicRoomsPost))
 	mux.Handle("POST "+v3+"/user_directory/search", authed(a, a.searchUsers))
+	mux.Handle("GET "+v1+"/room_summary/{roomIdOrAlias}", open(a.roomSummary))
+	mux.Handle("GET /_matrix/client/unstable/im.nheko.summary/summary/{roomIdOrAlias}", open(a.roomSummary))
 
 	// sync, typing, receipts, read markers (sync.go, ephemeral.go)
 	mux.Handle("GET "+v3+"/sync", authed(a, a.sync))

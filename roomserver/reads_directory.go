@@ -182,63 +182,30 @@ func (s *Service) PublicRooms(ctx context.Context, q PublicRoomsQuery) (*PublicR
 }
 
 func (s *Service) publicRooms(ctx context.Context) ([]PublicRoom, error) {
-	rows, err := s.db.Query(ctx, `SELECT r.room_nid, r.room_id,
-			(SELECT COUNT(*) FROM room_members m WHERE m.room_nid = r.room_nid AND m.membership = 'join')
-		FROM rooms r WHERE r.published = TRUE`)
+	rows, err := s.db.Query(ctx, `SELECT room_nid FROM rooms WHERE published = TRUE`)
 	if err != nil {
 		return nil, fmt.Errorf("public rooms: %w", err)
 	}
-	byNID := map[int64]*PublicRoom{}
 	var nids []int64
 	for rows.Next() {
 		var nid int64
-		var pr PublicRoom
-		if err := rows.Scan(&nid, &pr.RoomID, &pr.NumJoinedMembers); err != nil {
+		if err := rows.Scan(&nid); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("public rooms: %w", err)
 		}
-		byNID[nid] = &pr
 		nids = append(nids, nid)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("public rooms: %w", err)
 	}
-	state, err := s.currentStateEvents(ctx, nids, &stateFilter{keys: [][2]string{
-		{spec.MRoomName, ""}, {spec.MRoomTopic, ""}, {spec.MRoomAvatar, ""}, {spec.MRoomCanonicalAlias, ""},
-		{spec.MRoomJoinRules, ""}, {spec.MRoomHistoryVisibility, ""}, {spec.MRoomGuestAccess, ""}, {spec.MRoomCreate, ""},
-	}})
+	facts, err := s.roomFacts(ctx, nids)
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range state {
-		pr := byNID[e.roomNID]
-		if pr == nil {
-			continue
-		}
-		c := gjson.GetBytes(e.JSON, "content")
-		switch e.Type {
-		case spec.MRoomName:
-			pr.Name = c.Get("name").String()
-		case spec.MRoomTopic:
-			pr.Topic = c.Get("topic").String()
-		case spec.MRoomAvatar:
-			pr.AvatarURL = c.Get("url").String()
-		case spec.MRoomCanonicalAlias:
-			pr.CanonicalAlias = c.Get("alias").String()
-		case spec.MRoomJoinRules:
-			pr.JoinRule = c.Get("join_rule").String()
-		case spec.MRoomHistoryVisibility:
-			pr.WorldReadable = c.Get("history_visibility").String() == hvWorldReadable
-		case spec.MRoomGuestAccess:
-			pr.GuestCanJoin = c.Get("guest_access").String() == "can_join"
-		case spec.MRoomCreate:
-			pr.RoomType = c.Get("type").String()
-		}
-	}
-	out := make([]PublicRoom, 0, len(byNID))
-	for _, pr := range byNID {
-		out = append(out, *pr)
+	out := make([]PublicRoom, 0, len(facts))
+	for _, f := range facts {
+		out = append(out, f.PublicRoom)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].NumJoinedMembers != out[j].NumJoinedMembers {
@@ -247,6 +214,157 @@ func (s *Service) publicRooms(ctx context.Context) ([]PublicRoom, error) {
 		return out[i].RoomID < out[j].RoomID
 	})
 	return out, nil
+}
+
+// roomFact is what the directory and room previews show of a room.
+type roomFact struct {
+	PublicRoom
+	version    string
+	encryption string
+	// allowRooms are the rooms whose members may join a restricted room
+	allowRooms []string
+}
+
+// roomFacts reads the directory view of rooms from their current state:
+// two queries for any number of rooms.
+func (s *Service) roomFacts(ctx context.Context, nids []int64) (map[int64]*roomFact, error) {
+	out := map[int64]*roomFact{}
+	if len(nids) == 0 {
+		return out, nil
+	}
+	var p qargs
+	rows, err := s.db.Query(ctx, `SELECT r.room_nid, r.room_id, r.room_version,
+			(SELECT COUNT(*) FROM room_members m WHERE m.room_nid = r.room_nid AND m.membership = 'join')
+		FROM rooms r WHERE r.room_nid IN (`+qlist(&p, uniqueOf(nids))+`)`, p...)
+	if err != nil {
+		return nil, fmt.Errorf("room facts: %w", err)
+	}
+	for rows.Next() {
+		var nid int64
+		f := &roomFact{}
+		if err := rows.Scan(&nid, &f.RoomID, &f.version, &f.NumJoinedMembers); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("room facts: %w", err)
+		}
+		out[nid] = f
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("room facts: %w", err)
+	}
+	state, err := s.currentStateEvents(ctx, nids, &stateFilter{keys: [][2]string{
+		{spec.MRoomName, ""}, {spec.MRoomTopic, ""}, {spec.MRoomAvatar, ""}, {spec.MRoomCanonicalAlias, ""},
+		{spec.MRoomJoinRules, ""}, {spec.MRoomHistoryVisibility, ""}, {spec.MRoomGuestAccess, ""}, {spec.MRoomCreate, ""},
+		{spec.MRoomEncryption, ""},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range state {
+		f := out[e.roomNID]
+		if f == nil {
+			continue
+		}
+		c := gjson.GetBytes(e.JSON, "content")
+		switch e.Type {
+		case spec.MRoomName:
+			f.Name = c.Get("name").String()
+		case spec.MRoomTopic:
+			f.Topic = c.Get("topic").String()
+		case spec.MRoomAvatar:
+			f.AvatarURL = c.Get("url").String()
+		case spec.MRoomCanonicalAlias:
+			f.CanonicalAlias = c.Get("alias").String()
+		case spec.MRoomJoinRules:
+			f.JoinRule = c.Get("join_rule").String()
+			for _, a := range c.Get("allow").Array() {
+				if a.Get("type").String() == spec.MRoomMembership && a.Get("room_id").Type == gjson.String {
+					f.allowRooms = append(f.allowRooms, a.Get("room_id").String())
+				}
+			}
+		case spec.MRoomHistoryVisibility:
+			f.WorldReadable = c.Get("history_visibility").String() == hvWorldReadable
+		case spec.MRoomGuestAccess:
+			f.GuestCanJoin = c.Get("guest_access").String() == "can_join"
+		case spec.MRoomCreate:
+			f.RoomType = c.Get("type").String()
+		case spec.MRoomEncryption:
+			f.encryption = c.Get("algorithm").String()
+		}
+	}
+	return out, nil
+}
+
+// RoomPreview is the spec's room summary (GET /room_summary).
+type RoomPreview struct {
+	PublicRoom
+	Membership     string   `json:"membership,omitempty"`
+	RoomVersion    string   `json:"room_version,omitempty"`
+	Encryption     string   `json:"encryption,omitempty"`
+	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
+}
+
+// RoomPreview summarises a room for userID ("" for an anonymous caller)
+// before joining. It is shown only when the caller could see or join the
+// room: a member or invitee, a public or knockable room, a world-readable
+// one, or a restricted room the caller may join through another room.
+// Anything else is 404 M_NOT_FOUND, so that private rooms do not leak.
+func (s *Service) RoomPreview(ctx context.Context, userID, roomIDOrAlias string) (*RoomPreview, error) {
+	roomID := roomIDOrAlias
+	if strings.HasPrefix(roomIDOrAlias, "#") {
+		id, _, err := s.ResolveAlias(ctx, roomIDOrAlias)
+		if err != nil {
+			return nil, err
+		}
+		roomID = id
+	} else if err := validRoomID(roomID); err != nil {
+		return nil, err
+	}
+	notFound := spec.NotFound("room not found or not visible to you")
+	room, err := s.readRoom(ctx, roomID)
+	if err == errNoRoom {
+		return nil, notFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	facts, err := s.roomFacts(ctx, []int64{room.nid})
+	if err != nil {
+		return nil, err
+	}
+	f := facts[room.nid]
+	if f == nil {
+		return nil, notFound
+	}
+	p := &RoomPreview{PublicRoom: f.PublicRoom, RoomVersion: f.version, Encryption: f.encryption}
+	if f.JoinRule == "restricted" || f.JoinRule == "knock_restricted" {
+		p.AllowedRoomIDs = f.allowRooms
+	}
+	if userID != "" {
+		m, err := s.memberOf(ctx, roomID, userID)
+		if err != nil {
+			return nil, err
+		}
+		p.Membership = m.membership
+	}
+	switch {
+	case p.Membership == spec.Join, p.Membership == spec.Invite, p.Membership == spec.Knock:
+	case f.WorldReadable, f.JoinRule == "public", f.JoinRule == "knock", f.JoinRule == "knock_restricted":
+	case userID != "" && f.JoinRule == "restricted" && len(f.allowRooms) > 0:
+		var q qargs
+		var one int
+		err := s.db.QueryRow(ctx, `SELECT 1 FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+			WHERE m.user_id = `+q.add(userID)+` AND m.membership = 'join' AND r.room_id IN (`+qlist(&q, f.allowRooms)+`) LIMIT 1`, q...).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, notFound
+		}
+		if err != nil {
+			return nil, fmt.Errorf("room preview: %w", err)
+		}
+	default:
+		return nil, notFound
+	}
+	return p, nil
 }
 
 // UserResult is one user directory hit.

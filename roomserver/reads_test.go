@@ -866,6 +866,32 @@ func TestDirectoryReads(t *testing.T) {
 			t.Errorf("bad since: %v", err)
 		}
 
+		for _, tc := range []struct {
+			name, user, room, wantErr, wantMembership string
+		}{
+			{"public room for a stranger", carol, pub.RoomID, "", ""},
+			{"public room by alias, anonymous", "", "#waiting:hs1.test", "", ""},
+			{"private room for a member", bob, priv.RoomID, "", "join"},
+			{"private room for a stranger", carol, priv.RoomID, "M_NOT_FOUND", ""},
+			{"private room, anonymous", "", priv.RoomID, "M_NOT_FOUND", ""},
+			{"unknown room", carol, "!nope:hs1.test", "M_NOT_FOUND", ""},
+			{"unknown alias", carol, "#nope:hs1.test", "M_NOT_FOUND", ""},
+			{"malformed", carol, "nope", "M_INVALID_PARAM", ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				p, err := s.RoomPreview(ctx, tc.user, tc.room)
+				if got := errCode(err); got != tc.wantErr {
+					t.Fatalf("RoomPreview: %q (%v), want %q", got, err, tc.wantErr)
+				}
+				if err == nil && (p.Membership != tc.wantMembership || p.RoomVersion == "") {
+					t.Errorf("preview = %+v, want membership %q", p, tc.wantMembership)
+				}
+			})
+		}
+		if p, err := s.RoomPreview(ctx, bob, priv.RoomID); err != nil || p.Encryption != megolm || p.NumJoinedMembers != 2 {
+			t.Errorf("private room preview = %+v, %v", p, err)
+		}
+
 		search := func(searcher, term string, limit int) ([]string, bool) {
 			t.Helper()
 			res, limited, err := s.SearchUsers(ctx, searcher, term, limit)
