@@ -20,7 +20,7 @@ const testSecret = "0123456789abcdef-test-secret"
 // startRelay runs a relay on loopback with every listener; the announced
 // public IP is 127.0.0.1, so relay-to-relay traffic stays allowed while
 // other loopback peers (127.0.0.2) count as private.
-func startRelay(t *testing.T, edit func(*RelayConfig)) (*Relay, *tls.Config) {
+func startRelay(t testing.TB, edit func(*RelayConfig)) (*Relay, *tls.Config) {
 	t.Helper()
 	serverTLS, clientTLS := selfSigned(t, "turn.hs1.test")
 	cfg := RelayConfig{
@@ -290,7 +290,7 @@ func TestParseURI(t *testing.T) {
 
 // selfSigned returns a server TLS config for host and a client config that
 // trusts exactly that certificate.
-func selfSigned(t *testing.T, host string) (server, client *tls.Config) {
+func selfSigned(t testing.TB, host string) (server, client *tls.Config) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
