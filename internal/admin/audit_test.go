@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -145,6 +146,41 @@ func TestAuditList(t *testing.T) {
 					t.Errorf("List(%+v) = %v next %d, want %v next %d", tc.q, g, next, tc.want, tc.wantNext)
 				}
 			})
+		}
+	})
+}
+
+// TestAuditConcurrentAppends: appenders on many connections (as several
+// processes on one Postgres would be) must queue on the head, not fork
+// the chain.
+func TestAuditConcurrentAppends(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		l := NewAuditLog(db)
+		const workers, each = 8, 10
+		errs := make(chan error, workers)
+		for w := range workers {
+			go func() {
+				for i := range each {
+					if _, err := l.Append(ctx, nil, Record{Actor: "@a:hs", Action: "x", Target: fmt.Sprintf("%d/%d", w, i)}); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range workers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, err := l.Verify(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.OK || v.Rows != workers*each || v.HeadSeq != workers*each {
+			t.Fatalf("after concurrent appends verify = %+v, want ok with %d rows", v, workers*each)
 		}
 	})
 }
