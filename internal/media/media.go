@@ -93,6 +93,9 @@ type Service struct {
 	thumbLocks map[string]*thumbLock
 
 	deletedByRetention atomic.Int64
+	uploads            atomic.Int64
+	uploadedBytes      atomic.Int64
+	policyRejections   atomic.Int64
 	audit              AuditFunc
 }
 
@@ -221,6 +224,7 @@ func (s *Service) Upload(ctx context.Context, req UploadRequest) (*Media, error)
 	}
 	if err := s.policy.Check(ct, head); err != nil {
 		slog.InfoContext(ctx, "upload rejected by file policy", "user_id", req.UserID, "declared_type", ct)
+		s.policyRejections.Add(1)
 		return nil, err
 	}
 	t, err := s.files.writeTemp(br, s.maxUpload)
@@ -275,6 +279,8 @@ func (s *Service) Upload(ctx context.Context, req UploadRequest) (*Media, error)
 	if err != nil {
 		return nil, err
 	}
+	s.uploads.Add(1)
+	s.uploadedBytes.Add(m.Size)
 	slog.InfoContext(ctx, "media uploaded", "media_id", m.MediaID, "user_id", m.UserID, "content_type", m.ContentType, "size", m.Size)
 	return m, nil
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -556,6 +557,28 @@ func TestConcurrentUploadAndDeleteOfSameContent(t *testing.T) {
 		}
 		if files := contentFiles(t, s); len(files) != 0 {
 			t.Fatalf("files left after deleting everything: %v", files)
+		}
+	})
+}
+
+func TestWritePrometheus(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		s, _ := newTestService(t, db, nil)
+		upload(t, s, alice, "application/pdf", pdfBytes)
+		s.Upload(context.Background(), UploadRequest{UserID: alice, ContentType: "application/pdf", Body: bytes.NewReader(zipBytes), ContentLength: -1})
+		var buf bytes.Buffer
+		if err := s.WritePrometheus(&buf); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			"praxis_media_uploads_total 1\n",
+			"praxis_media_uploaded_bytes_total " + strconv.Itoa(len(pdfBytes)) + "\n",
+			"praxis_media_policy_rejections_total 1\n",
+			"praxis_media_retention_deleted_total 0\n",
+		} {
+			if !strings.Contains(buf.String(), want) {
+				t.Errorf("metrics lack %q:\n%s", want, buf.String())
+			}
 		}
 	})
 }
