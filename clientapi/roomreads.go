@@ -1,9 +1,12 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -151,6 +154,35 @@ func queryFilter(q url.Values) (*roomserver.EventFilter, error) {
 	return &f, nil
 }
 
+// withIgnored adds the caller's ignored users (m.ignored_user_list) to the
+// filter's not_senders: the spec forbids serving their events in /messages
+// and /context.
+func (a *API) withIgnored(ctx context.Context, userID string, f *roomserver.EventFilter) (*roomserver.EventFilter, error) {
+	raw, err := a.Users.AccountData(ctx, userID, "", "m.ignored_user_list")
+	if errors.Is(err, users.ErrNotFound) {
+		return f, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &list) != nil || len(list.IgnoredUsers) == 0 {
+		return f, nil
+	}
+	out := roomserver.EventFilter{}
+	if f != nil {
+		out = *f
+	}
+	out.NotSenders = slices.Clone(out.NotSenders)
+	for u := range list.IgnoredUsers {
+		out.NotSenders = append(out.NotSenders, u)
+	}
+	slices.Sort(out.NotSenders)
+	return &out, nil
+}
+
 type messagesResponse struct {
 	Start string            `json:"start"`
 	End   string            `json:"end,omitempty"`
@@ -173,6 +205,9 @@ func (a *API) roomMessages(r *http.Request, dev *users.Device) (*messagesRespons
 	}
 	f, err := queryFilter(q)
 	if err != nil {
+		return nil, err
+	}
+	if f, err = a.withIgnored(r.Context(), dev.UserID, f); err != nil {
 		return nil, err
 	}
 	pg, err := a.Rooms.Messages(r.Context(), dev.UserID, r.PathValue("roomId"), roomserver.MessagesQuery{
@@ -206,6 +241,9 @@ func (a *API) eventContext(r *http.Request, dev *users.Device) (*contextResponse
 	}
 	f, err := queryFilter(q)
 	if err != nil {
+		return nil, err
+	}
+	if f, err = a.withIgnored(r.Context(), dev.UserID, f); err != nil {
 		return nil, err
 	}
 	res, err := a.Rooms.EventContext(r.Context(), dev.UserID, r.PathValue("roomId"), r.PathValue("eventId"), limit, f)

@@ -220,6 +220,24 @@ func TestRoomReadsThroughClient(t *testing.T) {
 				t.Errorf("joined_members after leaving: %v, want M_FORBIDDEN", err)
 			}
 		})
+
+		t.Run("ignored users' events are not served", func(t *testing.T) {
+			if err := alice.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{bob.UserID.String(): map[string]any{}}}); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range resp.Chunk {
+				if e.Sender == bob.UserID {
+					t.Fatalf("alice ignores bob but gets his %s", e.Type)
+				}
+			}
+			if got := textBodies(resp.Chunk); !slices.Contains(got, "msg 0") || slices.Contains(got, "msg 1") {
+				t.Errorf("alice reads %v", got)
+			}
+		})
 	})
 }
 
