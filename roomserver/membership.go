@@ -38,6 +38,8 @@ type membershipChange struct {
 	// unsignedKey names the stripped state to attach (invites, knocks).
 	unsignedKey string
 	isDirect    bool
+	// prepare may add to the content once the room's state is at hand.
+	prepare func(ctx context.Context, w *writer, target, old string, content map[string]any) error
 }
 
 // changeMembership sends one m.room.member event after the transition's own
@@ -83,6 +85,11 @@ func (s *Service) changeMembership(ctx context.Context, req MembershipRequest, c
 			content["is_direct"] = true
 		}
 		setProfile(content, c.displayName, c.avatarURL)
+		if c.prepare != nil {
+			if err := c.prepare(ctx, w, req.Target, old, content); err != nil {
+				return err
+			}
+		}
 		var unsigned []byte
 		if c.unsignedKey != "" {
 			if unsigned, err = w.strippedStateUnsigned(ctx, c.unsignedKey, req.Sender); err != nil {
@@ -162,7 +169,8 @@ func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string
 	}
 	_, err = s.changeMembership(ctx, MembershipRequest{RoomID: roomID, Sender: userID, Target: userID, Reason: reason}, membershipChange{
 		membership: spec.Join, displayName: dn, avatarURL: av,
-		check: func(old string) (bool, error) { return old == spec.Join, nil },
+		check:   func(old string) (bool, error) { return old == spec.Join, nil },
+		prepare: s.authoriseRestrictedJoin,
 	})
 	if err != nil {
 		return "", err
@@ -404,4 +412,84 @@ func canonical(b []byte) []byte {
 		return b
 	}
 	return c
+}
+
+// authoriseRestrictedJoin lets a user into a restricted room (v8+) when
+// they are joined to one of the rooms its join rule allows: this server,
+// resident in the room, vouches for the join by naming one of its users
+// who may invite in join_authorised_via_users_server, as the spec has the
+// resident server do. Without a match the join goes ahead unchanged and
+// the auth rules treat the room as invite-only.
+func (s *Service) authoriseRestrictedJoin(ctx context.Context, w *writer, user, old string, content map[string]any) error {
+	if old == spec.Invite || old == spec.Join {
+		return nil
+	}
+	jr, err := w.current(ctx, spec.MRoomJoinRules, "")
+	if err != nil || jr == nil {
+		return err
+	}
+	var rule struct {
+		JoinRule string `json:"join_rule"`
+		Allow    []struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		} `json:"allow"`
+	}
+	if json.Unmarshal(jr.Content(), &rule) != nil || (rule.JoinRule != "restricted" && rule.JoinRule != "knock_restricted") {
+		return nil
+	}
+	var allowed []string
+	for _, a := range rule.Allow {
+		if a.Type == "m.room_membership" && a.RoomID != "" {
+			allowed = append(allowed, a.RoomID)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil
+	}
+	q, args := storage.In(`SELECT COUNT(*) FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = $1 AND m.membership = 'join' AND r.room_id IN ($IN)`, 1, allowed)
+	var n int
+	if err := w.tx.QueryRow(ctx, q, append([]any{user}, args...)...).Scan(&n); err != nil {
+		return fmt.Errorf("check allowed rooms: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	rows, err := w.tx.Query(ctx, `SELECT user_id FROM room_members WHERE room_nid = $1 AND membership = 'join' ORDER BY stream_pos`, w.room.nid)
+	if err != nil {
+		return fmt.Errorf("list members: %w", err)
+	}
+	var candidates []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return err
+		}
+		if s.isLocal(u) {
+			candidates = append(candidates, u)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if err := w.load(ctx, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomCreate}, {EventType: spec.MRoomPowerLevels}}); err != nil {
+		return err
+	}
+	pl, err := w.powerLevels()
+	if err != nil {
+		return err
+	}
+	for _, u := range candidates {
+		if w.userLevel(pl, u) >= pl.Invite {
+			if err := w.load(ctx, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomMember, StateKey: u}}); err != nil {
+				return err
+			}
+			content["join_authorised_via_users_server"] = u
+			return nil
+		}
+	}
+	return nil
 }

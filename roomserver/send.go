@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"praxis/internal/httputil"
 	"praxis/internal/storage"
@@ -39,6 +40,16 @@ type SendRequest struct {
 func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 	if err := validateSend(req); err != nil {
 		return "", err
+	}
+	if req.Type == spec.MRoomRedaction {
+		// A redaction sent as a plain event gets the same checks and
+		// effect as one sent through /redact.
+		target := req.Redacts
+		if target == "" {
+			target = gjson.GetBytes(req.Content, "redacts").String()
+		}
+		return s.Redact(ctx, RedactRequest{RoomID: req.RoomID, Sender: req.Sender, EventID: target,
+			Reason: gjson.GetBytes(req.Content, "reason").String(), TxnDevice: req.TxnDevice, TxnID: req.TxnID})
 	}
 	room, err := s.roomInfo(ctx, s.db, req.RoomID)
 	if err != nil {
@@ -86,11 +97,6 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 			return err
 		}
 		eventID = pdu.EventID()
-		if req.Type == spec.MRoomRedaction {
-			if err := s.applyRedaction(ctx, tx, room, req.Redacts, eventID); err != nil {
-				return err
-			}
-		}
 		_, err = w.finish(ctx)
 		return err
 	})

@@ -401,3 +401,112 @@ func TestConcurrentRetriesOfOneTxnMakeOneEvent(t *testing.T) {
 		}
 	})
 }
+
+func TestRestrictedJoin(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := t.Context()
+		s := newTestService(t, db)
+		staff, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: alice, Preset: PresetPublicChat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rule := json.RawMessage(fmt.Sprintf(`{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":%q}]}`, staff.RoomID))
+		inner, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: alice, Preset: PresetPrivateChat, RoomVersion: "10",
+			InitialState: []StateEvent{{Type: "m.room.join_rules", Content: rule}}})
+		if err != nil {
+			t.Fatalf("create restricted room: %v", err)
+		}
+		if _, err := s.Join(ctx, bob, inner.RoomID, ""); errCode(err) != "M_FORBIDDEN" {
+			t.Fatalf("bob joins before being in the staff room: %v, want M_FORBIDDEN", err)
+		}
+		if _, err := s.Join(ctx, bob, staff.RoomID, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Join(ctx, bob, inner.RoomID, ""); err != nil {
+			t.Fatalf("bob joins as a staff room member: %v", err)
+		}
+		var js string
+		db.QueryRow(ctx, `SELECT e.json FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+			WHERE r.room_id = $1 AND e.type = 'm.room.member' AND e.state_key = $2 ORDER BY e.stream_pos DESC`, inner.RoomID, bob).Scan(&js)
+		if got := gjson.Get(js, "content.join_authorised_via_users_server").String(); got != alice {
+			t.Errorf("join_authorised_via_users_server = %q, want %s", got, alice)
+		}
+	})
+}
+
+func TestProfilePropagationAndLeaveAll(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := t.Context()
+		s := newTestService(t, db)
+		var rooms []string
+		for range 3 {
+			r, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: alice, Preset: PresetPublicChat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Join(ctx, bob, r.RoomID, ""); err != nil {
+				t.Fatal(err)
+			}
+			rooms = append(rooms, r.RoomID)
+		}
+		if err := s.Leave(ctx, bob, rooms[2], ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.PropagateProfile(ctx, bob, "Dr. Bob", "mxc://hs1.test/abc"); err != nil {
+			t.Fatalf("propagate: %v", err)
+		}
+		memberContent := func(room string) gjson.Result {
+			var js string
+			db.QueryRow(ctx, `SELECT e.json FROM current_state cs JOIN events e ON e.event_nid = cs.event_nid JOIN rooms r ON r.room_nid = cs.room_nid
+				WHERE r.room_id = $1 AND cs.type = 'm.room.member' AND cs.state_key = $2`, room, bob).Scan(&js)
+			return gjson.Get(js, "content")
+		}
+		for _, r := range rooms[:2] {
+			if c := memberContent(r); c.Get("displayname").String() != "Dr. Bob" || c.Get("membership").String() != "join" || c.Get("avatar_url").String() != "mxc://hs1.test/abc" {
+				t.Errorf("member content in %s = %s", r, c.Raw)
+			}
+		}
+		if c := memberContent(rooms[2]); c.Get("membership").String() != "leave" {
+			t.Errorf("propagation touched a left room: %s", c.Raw)
+		}
+		before, _ := db.StreamHead(ctx)
+		if err := s.PropagateProfile(ctx, bob, "Dr. Bob", "mxc://hs1.test/abc"); err != nil {
+			t.Fatal(err)
+		}
+		if after, _ := db.StreamHead(ctx); after != before {
+			t.Errorf("an unchanged profile sent %d events", after-before)
+		}
+		if err := s.LeaveAllRooms(ctx, bob); err != nil {
+			t.Fatalf("leave all: %v", err)
+		}
+		for _, r := range rooms {
+			if m := memberContent(r).Get("membership").String(); m != "leave" {
+				t.Errorf("bob is %q in %s after LeaveAllRooms", m, r)
+			}
+		}
+	})
+}
+
+func TestRedactionSentAsEvent(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := t.Context()
+		s := newTestService(t, db)
+		res, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: alice, RoomVersion: "11"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := s.Send(ctx, SendRequest{RoomID: res.RoomID, Sender: alice, Type: "m.room.message", Content: json.RawMessage(`{"body":"x"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		red, err := s.Send(ctx, SendRequest{RoomID: res.RoomID, Sender: alice, Type: "m.room.redaction", Content: json.RawMessage(fmt.Sprintf(`{"redacts":%q}`, msg))})
+		if err != nil {
+			t.Fatalf("send redaction: %v", err)
+		}
+		var by string
+		db.QueryRow(ctx, `SELECT redacted_by FROM events WHERE event_id = $1`, msg).Scan(&by)
+		if by != red {
+			t.Errorf("redacted_by = %q, want %s", by, red)
+		}
+	})
+}
