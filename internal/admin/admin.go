@@ -15,6 +15,7 @@ import (
 	"praxis/clientapi/auth"
 	"praxis/internal/config"
 	"praxis/internal/httputil"
+	"praxis/internal/ratelimit"
 	"praxis/internal/storage"
 	"praxis/internal/users"
 	"praxis/roomserver"
@@ -42,7 +43,10 @@ type Service struct {
 	// only locks the account.
 	leaver RoomLeaver
 	audit  *AuditLog
-	now    func() time.Time
+	// limiter throttles shared-secret registration per client address
+	// (nil = unlimited).
+	limiter *ratelimit.Limiter
+	now     func() time.Time
 }
 
 // New returns the admin API. rooms may be nil (room endpoints then answer
@@ -53,6 +57,10 @@ func New(cfg *config.Config, db *storage.DB, u *users.Service, rooms RoomReader)
 
 // SetRoomLeaver lets user deactivation make the user leave their rooms.
 func (s *Service) SetRoomLeaver(l RoomLeaver) { s.leaver = l }
+
+// SetLimiter throttles shared-secret registration attempts per client
+// address; homeserver shares the login and registration limiter.
+func (s *Service) SetLimiter(l *ratelimit.Limiter) { s.limiter = l }
 
 // Audit returns the audit log, for other services that audit their own
 // administrative actions (e.g. internal/care).

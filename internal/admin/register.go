@@ -38,6 +38,9 @@ func (s *Service) registerNonce(r *http.Request) (any, error) {
 	if _, err := s.sharedSecret(); err != nil {
 		return nil, err
 	}
+	if err := s.throttle(r); err != nil {
+		return nil, err
+	}
 	nonce := users.RandomString(24)
 	now := s.now()
 	err := s.db.Transact(ctx, func(tx *storage.DB) error {
@@ -105,6 +108,9 @@ func (s *Service) registerSharedSecret(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.throttle(r); err != nil {
+		return nil, err
+	}
 	var req sharedSecretRequest
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
@@ -160,6 +166,19 @@ func (s *Service) registerSharedSecret(r *http.Request) (any, error) {
 	}
 	slog.InfoContext(ctx, "user registered with the shared secret", "user_id", sess.UserID, "admin", req.Admin)
 	return &registerResponse{AccessToken: sess.AccessToken, UserID: sess.UserID, HomeServer: s.users.ServerName(), DeviceID: sess.DeviceID}, nil
+}
+
+// throttle refuses a client address that tries too often: every nonce
+// is a database row and every POST a guess at the secret.
+func (s *Service) throttle(r *http.Request) error {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	if ok, wait := s.limiter.Allow("admin-register:" + ip); !ok {
+		return httputil.LimitExceeded(wait.Milliseconds())
+	}
+	return nil
 }
 
 // spendNonce deletes nonce, which must exist and be fresh. It commits on

@@ -7,6 +7,7 @@ import (
 	"praxis/internal/admin"
 	"praxis/internal/config"
 	"praxis/internal/hstest"
+	"praxis/internal/ratelimit"
 )
 
 const secret = "test-shared-secret"
@@ -147,5 +148,19 @@ func TestRegistrationMAC(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("MAC(admin=%v, type=%q) = %s, want %s", tc.admin, tc.userType, got, tc.want)
 		}
+	}
+}
+
+func TestSharedSecretRegistrationThrottled(t *testing.T) {
+	srv := hstest.New(t, hstest.WithConfig(withSecret))
+	srv.Admin.SetLimiter(ratelimit.New(0.001, 2))
+	anon := anonymous(t, srv)
+	for i, want := range []int{200, 200, 429} {
+		if st, code := call(t, anon, "GET", "/_synapse/admin/v1/register", nil, nil); st != want {
+			t.Errorf("nonce request %d: %d %s, want %d", i+1, st, code, want)
+		}
+	}
+	if st, code := call(t, anon, "POST", "/_synapse/admin/v1/register", regRequest{Nonce: "x", Username: "a", Password: "b", MAC: "00"}, nil); st != 429 || code != "M_LIMIT_EXCEEDED" {
+		t.Errorf("register when throttled: %d %s, want 429 M_LIMIT_EXCEEDED", st, code)
 	}
 }

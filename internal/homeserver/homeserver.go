@@ -201,6 +201,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	// is set (e.g. bound to loopback only). Deactivation leaves rooms.
 	s.Admin = admin.New(cfg, db, s.Users, s.Rooms)
 	s.Admin.SetRoomLeaver(s.Rooms)
+	s.Admin.SetLimiter(api.AuthLimiter)
 	s.adminMux = s.clientMux
 	if cfg.Admin.Listen != "" {
 		s.adminMux = http.NewServeMux()
