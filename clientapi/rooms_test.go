@@ -463,3 +463,34 @@ func TestKnock(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestV12RoomThroughAPI(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "12"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(room.RoomID), ":") {
+			t.Errorf("v12 room ID %s has a server part", room.RoomID)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("join v12 room: %v", err)
+		}
+		msg, err := bob.SendText(ctx, room.RoomID, "hallo")
+		if err != nil {
+			t.Fatalf("send into v12 room: %v", err)
+		}
+		if _, err := alice.RedactEvent(ctx, room.RoomID, msg.EventID); err != nil {
+			t.Errorf("creator redacts in v12 room: %v", err)
+		}
+		_, err = alice.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", map[string]any{"users": map[string]int{string(alice.UserID): 100}})
+		if hstest.ErrCode(err) != "M_BAD_JSON" {
+			t.Errorf("power levels naming the v12 creator: %v, want M_BAD_JSON", err)
+		}
+		if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", map[string]any{"users": map[string]int{string(bob.UserID): 50}}); err != nil {
+			t.Errorf("creator sets power levels: %v", err)
+		}
+	})
+}
