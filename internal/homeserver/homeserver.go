@@ -111,25 +111,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		db.FollowStream(bgCtx, time.Second, s.Notifier.Publish)
 	}
 
-	// Media repository: files under <data_dir>/media, admin endpoints
-	// audited, retention in the background until shutdown.
+	// Media repository: files under <data_dir>/media, retention in the
+	// background until shutdown; its admin endpoints are mounted with the
+	// admin API below.
 	if s.Media, err = media.New(db, media.DefaultRoot(cfg.DataDir), cfg.ServerName, cfg.Media); err != nil {
 		cancel()
 		db.Close()
 		return nil, err
 	}
-	mediaAudit := admin.NewAuditLog(db)
-	s.Media.SetAudit(func(ctx context.Context, tx *storage.DB, actor, action, target string, params map[string]any) error {
-		_, err := mediaAudit.Append(ctx, tx, admin.Record{Actor: actor, Action: action, Target: target, Params: params})
-		return err
-	})
-	s.Media.AdminRoutes(s.clientMux, func(r *http.Request) (string, bool, error) {
-		dev, err := auth.Device(r, s.Users)
-		if err != nil {
-			return "", false, err
-		}
-		return dev.UserID, dev.IsAdmin, nil
-	})
 	s.bgWG.Add(1)
 	go func() {
 		defer s.bgWG.Done()
@@ -207,6 +196,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		s.adminMux = http.NewServeMux()
 	}
 	s.Admin.Routes(s.adminMux)
+	// Media quarantine, deletion and listing: Synapse's paths, audited in
+	// the same transaction as the action.
+	s.Media.SetAudit(func(ctx context.Context, tx *storage.DB, actor, action, target string, params map[string]any) error {
+		_, err := s.Admin.Audit().Append(ctx, tx, admin.Record{Actor: actor, Action: action, Target: target, Params: params})
+		return err
+	})
+	s.Media.AdminRoutes(s.adminMux, func(r *http.Request) (string, bool, error) {
+		dev, err := auth.Device(r, s.Users)
+		if err != nil {
+			return "", false, err
+		}
+		return dev.UserID, dev.IsAdmin, nil
+	})
 
 	fed := &federation.API{ServerName: cfg.ServerName, Key: key}
 	fed.Routes(s.fedMux)
