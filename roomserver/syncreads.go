@@ -111,7 +111,7 @@ func (s *Service) SyncTimelines(ctx context.Context, ranges []SyncRange, limit i
 	limit = max(limit, 0)
 	cte, args := rangesCTE(ranges, 0)
 	q := `WITH ` + cte + `,
-		c AS (SELECT b.room_nid, b.lo, b.hi, (SELECT x.stream_pos FROM events x
+		c AS MATERIALIZED (SELECT b.room_nid, b.lo, b.hi, (SELECT x.stream_pos FROM events x
 				WHERE x.room_nid = b.room_nid AND x.stream_pos > b.lo AND x.stream_pos <= b.hi
 				AND x.rejected = FALSE AND x.soft_failed = FALSE
 				ORDER BY x.stream_pos DESC LIMIT 1 OFFSET ` + strconv.Itoa(limit) + `) AS cut FROM b)

@@ -593,7 +593,7 @@ func strip(v gjson.Result) json.RawMessage {
 func (s *Service) renderTimeline(req *Request, w *roomWork, head, nowMS int64) Timeline {
 	tl := Timeline{Events: make([]json.RawMessage, 0, len(w.events))}
 	for _, e := range w.events {
-		tl.Events = append(tl.Events, roomserver.ClientEvent(e, req.UserID, req.DeviceID, nowMS))
+		tl.Events = append(tl.Events, roomserver.AppendClientEvent(make([]byte, 0, len(e.JSON)), e, req.UserID, req.DeviceID, nowMS))
 	}
 	if w.tl != nil && len(w.tl.Events) > 0 {
 		tl.Limited = w.tl.Limited
@@ -611,7 +611,7 @@ func (s *Service) renderTimeline(req *Request, w *roomWork, head, nowMS int64) T
 func renderEvents(req *Request, evs []*roomserver.StoredEvent, nowMS int64) EventList {
 	out := newList()
 	for _, e := range evs {
-		out.Events = append(out.Events, roomserver.ClientEvent(e, req.UserID, req.DeviceID, nowMS))
+		out.Events = append(out.Events, roomserver.AppendClientEvent(make([]byte, 0, len(e.JSON)), e, req.UserID, req.DeviceID, nowMS))
 	}
 	return out
 }
