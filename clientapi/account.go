@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 
 	"praxis/clientapi/auth"
 	"praxis/internal/httputil"
@@ -74,6 +75,26 @@ func (a *API) rateLimit(r *http.Request) error {
 	return nil
 }
 
+// maxDeviceIDBytes keeps client-chosen device IDs within what every
+// table and other servers accept.
+const maxDeviceIDBytes = 255
+
+func validDeviceID(id string) error {
+	if len(id) > maxDeviceIDBytes || strings.ContainsAny(id, "\x00\n\r") {
+		return httputil.InvalidParam("device_id is invalid")
+	}
+	return nil
+}
+
+// credentialAttempt throttles requests that carry a password for UIA, so
+// that a stolen access token cannot be used to guess the account password.
+func (a *API) credentialAttempt(r *http.Request, authDict json.RawMessage) error {
+	if len(authDict) == 0 || string(authDict) == "null" {
+		return nil
+	}
+	return a.rateLimit(r)
+}
+
 func (a *API) registrationEnabled() bool {
 	return a.Config.Registration.Open || a.Config.Registration.RequiresToken
 }
@@ -130,6 +151,9 @@ func (a *API) register(r *http.Request) (*registerResponse, error) {
 	}
 	if len(req.Password) > maxPasswordBytes {
 		return nil, httputil.InvalidParam("password is too long")
+	}
+	if err := validDeviceID(req.DeviceID); err != nil {
+		return nil, err
 	}
 	if req.Username != "" {
 		if err := a.checkUsername(r.Context(), req.Username); err != nil {
@@ -277,7 +301,14 @@ func (a *API) login(r *http.Request) (*loginResponse, error) {
 	if req.Type != auth.StagePassword {
 		return nil, httputil.Errorf(http.StatusBadRequest, "M_UNKNOWN", "login type %q is not supported", req.Type)
 	}
+	if err := validDeviceID(req.DeviceID); err != nil {
+		return nil, err
+	}
 	userID, err := auth.ResolveUser(req.Identifier, req.User, a.Users.ServerName())
+	if err != nil {
+		return nil, err
+	}
+	userID, err = a.canonicalUserID(r.Context(), userID)
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +330,24 @@ func (a *API) login(r *http.Request) (*loginResponse, error) {
 	resp := &loginResponse{UserID: s.UserID, AccessToken: s.AccessToken, DeviceID: s.DeviceID, RefreshToken: s.RefreshToken, ExpiresInMS: s.ExpiresInMS, HomeServer: a.Users.ServerName()}
 	resp.WellKnown.Homeserver.BaseURL = a.Config.PublicBaseURL
 	return resp, nil
+}
+
+// canonicalUserID maps a login name typed with upper-case letters to the
+// lower-case account registration creates, unless an account with exactly
+// that ID exists (accounts made by an admin may keep their case).
+func (a *API) canonicalUserID(ctx context.Context, userID string) (string, error) {
+	lower := strings.ToLower(userID)
+	if lower == userID {
+		return userID, nil
+	}
+	_, err := a.Users.Account(ctx, userID)
+	switch {
+	case err == nil:
+		return userID, nil
+	case errors.Is(err, users.ErrNotFound):
+		return lower, nil
+	}
+	return "", err
 }
 
 type refreshRequest struct {
@@ -381,6 +430,9 @@ func (a *API) changePassword(r *http.Request, dev *users.Device) (*empty, error)
 	if len(*req.NewPassword) > maxPasswordBytes {
 		return nil, httputil.InvalidParam("new_password is too long")
 	}
+	if err := a.credentialAttempt(r, req.Auth); err != nil {
+		return nil, err
+	}
 	sess, err := a.uia().Check(r.Context(), auth.UIARequest{Purpose: "password", UserID: dev.UserID, Flows: passwordFlows, Auth: req.Auth})
 	if err != nil {
 		return nil, err
@@ -408,6 +460,9 @@ type deactivateResponse struct {
 func (a *API) deactivate(r *http.Request, dev *users.Device) (*deactivateResponse, error) {
 	var req deactivateRequest
 	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if err := a.credentialAttempt(r, req.Auth); err != nil {
 		return nil, err
 	}
 	sess, err := a.uia().Check(r.Context(), auth.UIARequest{Purpose: "deactivate", UserID: dev.UserID, Flows: passwordFlows, Auth: req.Auth})
@@ -515,6 +570,9 @@ func (a *API) deleteDevices(r *http.Request, dev *users.Device) (*empty, error) 
 }
 
 func (a *API) deleteDevicesUIA(r *http.Request, dev *users.Device, authDict json.RawMessage, ids []string) (*empty, error) {
+	if err := a.credentialAttempt(r, authDict); err != nil {
+		return nil, err
+	}
 	sess, err := a.uia().Check(r.Context(), auth.UIARequest{Purpose: "delete_devices", UserID: dev.UserID, Flows: passwordFlows, Auth: authDict})
 	if err != nil {
 		return nil, err
@@ -526,4 +584,15 @@ func (a *API) deleteDevicesUIA(r *http.Request, dev *users.Device, authDict json
 		return nil, err
 	}
 	return &empty{}, nil
+}
+
+type threePIDsResponse struct {
+	ThreePIDs []struct{} `json:"threepids"`
+}
+
+// threePIDs serves GET /_matrix/client/v3/account/3pid. Praxis binds no
+// e-mail addresses or phone numbers (m.3pid_changes is off), but clients
+// list them in their settings and expect an answer.
+func (a *API) threePIDs(r *http.Request, dev *users.Device) (*threePIDsResponse, error) {
+	return &threePIDsResponse{ThreePIDs: []struct{}{}}, nil
 }

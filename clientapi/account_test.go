@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -254,6 +255,8 @@ func TestLogin(t *testing.T) {
 			{"identifier localpart", map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "ivy"}, "password": "password-ivy"}, 200, ""},
 			{"identifier full ID", map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "@ivy:hs1.test"}, "password": "password-ivy"}, 200, ""},
 			{"legacy user", map[string]any{"type": "m.login.password", "user": "ivy", "password": "password-ivy"}, 200, ""},
+			{"upper-case name", map[string]any{"type": "m.login.password", "user": "IVY", "password": "password-ivy"}, 200, ""},
+			{"device_id too long", map[string]any{"type": "m.login.password", "user": "ivy", "password": "password-ivy", "device_id": strings.Repeat("D", 300)}, 400, "M_INVALID_PARAM"},
 			{"wrong password", map[string]any{"type": "m.login.password", "user": "ivy", "password": "nope"}, 403, "M_FORBIDDEN"},
 			{"unknown user", map[string]any{"type": "m.login.password", "user": "nobody", "password": "nope"}, 403, "M_FORBIDDEN"},
 			{"other server", map[string]any{"type": "m.login.password", "user": "@ivy:elsewhere", "password": "password-ivy"}, 403, "M_FORBIDDEN"},
@@ -306,6 +309,9 @@ func TestTokens(t *testing.T) {
 		who := call(t, srv, "GET", v3+"/account/whoami", ref.str("access_token"), nil)
 		if who.Status != 200 || who.str("device_id") != login.str("device_id") || who.Body["is_guest"] != false {
 			t.Errorf("whoami with refreshed token: %v", who.Body)
+		}
+		if got := call(t, srv, "GET", v3+"/account/3pid", ref.str("access_token"), nil); got.Status != 200 || got.Body["threepids"] == nil {
+			t.Errorf("GET /account/3pid: %d %v", got.Status, got.Body)
 		}
 		want(t, "refresh without token", call(t, srv, "POST", v3+"/refresh", "", map[string]any{}), 400, "M_MISSING_PARAM")
 

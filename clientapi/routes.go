@@ -31,6 +31,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+v3+"/account/whoami", authed(a, a.whoami))
 	mux.Handle("POST "+v3+"/account/password", authedUIA(a, a.changePassword))
 	mux.Handle("POST "+v3+"/account/deactivate", authedUIA(a, a.deactivate))
+	mux.Handle("GET "+v3+"/account/3pid", authed(a, a.threePIDs))
 	mux.Handle("GET "+v3+"/devices", authed(a, a.devices))
 	mux.Handle("GET "+v3+"/devices/{deviceId}", authed(a, a.device))
 	mux.Handle("PUT "+v3+"/devices/{deviceId}", authed(a, a.updateDevice))

@@ -64,18 +64,24 @@ func (s *Service) publishAfterCommit(tx *storage.DB, pos int64) {
 // one entry (room tags) do not lose each other's changes.
 func (s *Service) UpdateAccountData(ctx context.Context, userID, roomID, dataType string, fn func(old json.RawMessage) (json.RawMessage, error)) error {
 	return s.db.Transact(ctx, func(tx *storage.DB) error {
-		// An UPDATE that changes nothing takes the row lock on both
-		// engines (SQLite's write transaction is exclusive anyway).
-		res, err := tx.Exec(ctx, `UPDATE account_data SET stream_pos = stream_pos WHERE user_id = $1 AND room_id = $2 AND type = $3`, userID, roomID, dataType)
-		if err != nil {
+		// Make sure a row exists (a placeholder with empty content that
+		// this transaction overwrites below, so nobody ever sees it), then
+		// lock it with an UPDATE that changes nothing: two first-time
+		// writers serialise on the unique key, later ones on the row
+		// lock, on both engines.
+		if _, err := tx.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, stream_pos) VALUES ($1, $2, $3, '', 0)
+			ON CONFLICT (user_id, room_id, type) DO NOTHING`, userID, roomID, dataType); err != nil {
+			return fmt.Errorf("prepare account data: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE account_data SET stream_pos = stream_pos WHERE user_id = $1 AND room_id = $2 AND type = $3`, userID, roomID, dataType); err != nil {
 			return fmt.Errorf("lock account data: %w", err)
 		}
+		var c string
+		if err := tx.QueryRow(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`, userID, roomID, dataType).Scan(&c); err != nil {
+			return fmt.Errorf("read account data: %w", err)
+		}
 		var old json.RawMessage
-		if n, _ := res.RowsAffected(); n > 0 {
-			var c string
-			if err := tx.QueryRow(ctx, `SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3`, userID, roomID, dataType).Scan(&c); err != nil {
-				return fmt.Errorf("read account data: %w", err)
-			}
+		if c != "" {
 			old = json.RawMessage(c)
 		}
 		content, err := fn(old)

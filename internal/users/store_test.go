@@ -508,3 +508,45 @@ func TestPushersAndPresence(t *testing.T) {
 		}
 	})
 }
+
+func TestUpdateAccountDataConcurrent(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, _ := newTestService(t, db)
+		const n = 8
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				errs <- s.UpdateAccountData(ctx, "@a:hs.test", "!r:hs.test", "m.tag", func(old json.RawMessage) (json.RawMessage, error) {
+					tags := map[string]any{}
+					if old != nil {
+						var c struct {
+							Tags map[string]any `json:"tags"`
+						}
+						if err := json.Unmarshal(old, &c); err != nil {
+							return nil, err
+						}
+						tags = c.Tags
+					}
+					tags[string(rune('a'+i))] = map[string]any{}
+					return json.Marshal(map[string]any{"tags": tags})
+				})
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.AccountData(ctx, "@a:hs.test", "!r:hs.test", "m.tag")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c struct {
+			Tags map[string]any `json:"tags"`
+		}
+		if err := json.Unmarshal(got, &c); err != nil || len(c.Tags) != n {
+			t.Errorf("after %d concurrent tag writes: %s (%v)", n, got, err)
+		}
+	})
+}
