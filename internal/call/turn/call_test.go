@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -26,11 +27,20 @@ import (
 // candidates travel as m.call.* room events received via /sync; ICE is
 // relay-only, so every packet crosses the embedded TURN relay; a data
 // channel round-trips and a VP8 video track arrives; the practice hangs up.
+// The "tcp" variant hands the peers only the TURN-over-TCP URI, as for a
+// practice whose firewall blocks outgoing UDP.
 func TestVideoConsultationThroughPraxis(t *testing.T) {
+	for _, transport := range []string{"udp", "tcp"} {
+		t.Run(transport, func(t *testing.T) { videoConsultation(t, transport) })
+	}
+}
+
+func videoConsultation(t *testing.T, transport string) {
 	srv := hstest.New(t, hstest.WithConfig(func(c *config.Config) {
 		c.TURN.Enabled = true
 		c.TURN.SharedSecret = "call-test-secret-0123456789"
 		c.TURN.ListenUDP = "127.0.0.1:0"
+		c.TURN.ListenTCP = "127.0.0.1:0"
 		c.TURN.RelayPorts = ""
 		// The call events go in plaintext: these test peers hold no Megolm
 		// session. Real clients encrypt them; the server relays either way.
@@ -52,8 +62,8 @@ func TestVideoConsultationThroughPraxis(t *testing.T) {
 		t.Fatalf("join: %v", err)
 	}
 
-	practice := newParty(ctx, t, practiceCli, room.RoomID, "practice-party")
-	patient := newParty(ctx, t, patientCli, room.RoomID, "patient-party")
+	practice := newParty(ctx, t, practiceCli, room.RoomID, "practice-party", transport)
+	patient := newParty(ctx, t, patientCli, room.RoomID, "patient-party", transport)
 	const callID = "consultation-1"
 
 	// The practice calls: a data channel for chat and a synthetic VP8 track.
@@ -216,11 +226,20 @@ type party struct {
 	hangupHandled bool
 }
 
-func newParty(ctx context.Context, t *testing.T, cli *mautrix.Client, room id.RoomID, partyID string) *party {
+func newParty(ctx context.Context, t *testing.T, cli *mautrix.Client, room id.RoomID, partyID, transport string) *party {
 	t.Helper()
 	creds, err := cli.TurnServer(ctx)
 	if err != nil {
 		t.Fatalf("%s: /voip/turnServer: %v", cli.UserID, err)
+	}
+	var uris []string
+	for _, u := range creds.URIs {
+		if strings.HasSuffix(u, "?transport="+transport) {
+			uris = append(uris, u)
+		}
+	}
+	if len(uris) != 1 {
+		t.Fatalf("/voip/turnServer URIs %v: want one for transport %s", creds.URIs, transport)
 	}
 	se := webrtc.SettingEngine{}
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
@@ -231,7 +250,7 @@ func newParty(ctx context.Context, t *testing.T, cli *mautrix.Client, room id.Ro
 	}
 	api := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:         []webrtc.ICEServer{{URLs: creds.URIs, Username: creds.Username, Credential: creds.Password}},
+		ICEServers:         []webrtc.ICEServer{{URLs: uris, Username: creds.Username, Credential: creds.Password}},
 		ICETransportPolicy: webrtc.ICETransportPolicyRelay,
 	})
 	if err != nil {
