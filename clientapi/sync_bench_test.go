@@ -3,8 +3,13 @@ package clientapi_test
 import (
 	"context"
 	"fmt"
+	"sort"
+	"sync"
 	"testing"
 	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"praxis/internal/hstest"
 	"praxis/roomserver"
@@ -30,8 +35,6 @@ func BenchmarkSync(b *testing.B) {
 			}
 		}
 	}
-	tb := &testing.T{}
-	_ = tb
 	var since string
 	b.Run("initial-100x20", func(b *testing.B) {
 		for b.Loop() {
@@ -52,5 +55,84 @@ func BenchmarkSync(b *testing.B) {
 			}
 		}
 	})
-	_ = time.Second
+}
+
+// BenchmarkSyncFanOut measures send→/sync delivery in a 50-member room with
+// every member long-polling (target p99 ≤ 50 ms).
+func BenchmarkSyncFanOut(b *testing.B) {
+	srv := hstest.New(b)
+	ctx := context.Background()
+	const members = 50
+	clients := make([]*mautrix.Client, members)
+	for i := range clients {
+		clients[i] = srv.Register(b, fmt.Sprintf("u%d", i))
+	}
+	res, err := srv.Rooms.CreateRoom(ctx, roomserver.CreateRoomRequest{Creator: string(clients[0].UserID), RoomVersion: "10", Preset: roomserver.PresetPublicChat})
+	if err != nil {
+		b.Fatal(err)
+	}
+	roomID := id.RoomID(res.RoomID)
+	for _, c := range clients[1:] {
+		if _, err := c.JoinRoomByID(ctx, roomID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var lat []time.Duration
+	sentAt := map[string]time.Time{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		since, err := syncErr(c, map[string]string{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok := since.Get("next_batch").String()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := syncErr(c, map[string]string{"since": tok, "timeout": "1000"})
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				tok = resp.Get("next_batch").String()
+				for _, body := range bodies(room(resp, "join", roomID).Get("timeline")) {
+					mu.Lock()
+					if t, ok := sentAt[body]; ok {
+						lat = append(lat, now.Sub(t))
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		body := fmt.Sprintf("fan %d", i)
+		mu.Lock()
+		sentAt[body] = time.Now()
+		mu.Unlock()
+		if _, err := srv.Rooms.Send(ctx, roomserver.SendRequest{RoomID: res.RoomID, Sender: string(clients[0].UserID),
+			Type: "m.room.message", Content: []byte(`{"msgtype":"m.text","body":"` + body + `"}`)}); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		b.ReportMetric(float64(len(lat)), "deliveries")
+	}
 }
