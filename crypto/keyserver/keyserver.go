@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -214,6 +215,9 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req Uploa
 	return s.OneTimeKeyCounts(ctx, userID, deviceID)
 }
 
+// storeOneTimeKeys inserts keys in multi-row statements; a key ID that
+// already exists must come with the same key (a client retrying an upload
+// whose response it lost), anything else is refused.
 func storeOneTimeKeys(ctx context.Context, tx *storage.DB, userID, deviceID string, keys map[string]json.RawMessage) error {
 	if len(keys) == 0 {
 		return nil
@@ -222,35 +226,53 @@ func storeOneTimeKeys(ctx context.Context, tx *storage.DB, userID, deviceID stri
 	for id := range keys {
 		ids = append(ids, id)
 	}
-	q, args := storage.In(`SELECT algorithm, key_id, key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm || ':' || key_id IN ($IN)`, 2, ids)
-	rows, err := tx.Query(ctx, q, append([]any{userID, deviceID}, args...)...)
-	if err != nil {
-		return fmt.Errorf("read one-time keys of %s: %w", deviceID, err)
-	}
-	existing := map[string]string{}
-	for rows.Next() {
-		var alg, id, js string
-		if err := rows.Scan(&alg, &id, &js); err != nil {
-			rows.Close()
+	sort.Strings(ids)
+	const chunk = 200
+	for start := 0; start < len(ids); start += chunk {
+		batch := ids[start:min(start+chunk, len(ids))]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) VALUES `)
+		args := []any{userID, deviceID}
+		for i, full := range batch {
+			alg, id, _ := splitKeyID(full)
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			n := len(args)
+			fmt.Fprintf(&q, "($1, $2, $%d, $%d, $%d)", n+1, n+2, n+3)
+			args = append(args, alg, id, string(keys[full]))
+		}
+		q.WriteString(` ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING RETURNING algorithm, key_id`)
+		rows, err := tx.Query(ctx, q.String(), args...)
+		if err != nil {
+			return fmt.Errorf("store one-time keys of %s: %w", deviceID, err)
+		}
+		inserted := map[string]bool{}
+		for rows.Next() {
+			var alg, id string
+			if err := rows.Scan(&alg, &id); err != nil {
+				rows.Close()
+				return err
+			}
+			inserted[alg+":"+id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return err
 		}
-		existing[alg+":"+id] = js
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for full, raw := range keys {
-		if old, ok := existing[full]; ok {
-			if !sameJSON([]byte(old), raw) {
+		for _, full := range batch {
+			if inserted[full] {
+				continue
+			}
+			alg, id, _ := splitKeyID(full)
+			var old string
+			if err := tx.QueryRow(ctx, `SELECT key_json FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = $4`,
+				userID, deviceID, alg, id).Scan(&old); err != nil {
+				return fmt.Errorf("read one-time key of %s: %w", deviceID, err)
+			}
+			if !sameJSON([]byte(old), keys[full]) {
 				return httputil.InvalidParam(fmt.Sprintf("one-time key %s already exists with different content", full))
 			}
-			continue
-		}
-		alg, id, _ := splitKeyID(full)
-		if _, err := tx.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) VALUES ($1, $2, $3, $4, $5)`,
-			userID, deviceID, alg, id, string(raw)); err != nil {
-			return fmt.Errorf("store one-time key of %s: %w", deviceID, err)
 		}
 	}
 	return nil
