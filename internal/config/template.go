@@ -51,7 +51,9 @@ registration:
   shared_secret: "%s"
 
 ratelimit:
-  # Login and registration attempts per client address.
+  # Login, registration and password-confirmation attempts per client
+  # address (token bucket: per_second refill, burst at once). Buckets live
+  # in each process: N processes on one database allow up to N times this.
   enabled: true
   per_second: 0.5
   burst: 5
