@@ -54,6 +54,14 @@ func newTestService(t *testing.T, db *storage.DB, mod func(*config.Media)) (*Ser
 	return s, clk
 }
 
+// storageRun runs fn with a fresh service on every engine.
+func storageRun(t *testing.T, fn func(t *testing.T, s *Service)) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		s, _ := newTestService(t, db, nil)
+		fn(t, s)
+	})
+}
+
 func upload(t *testing.T, s *Service, user, ct string, body []byte) *Media {
 	t.Helper()
 	m, err := s.Upload(context.Background(), UploadRequest{UserID: user, ContentType: ct, FileName: "f", ContentLength: int64(len(body)), Body: bytes.NewReader(body)})

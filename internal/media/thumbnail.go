@@ -85,7 +85,19 @@ func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, req Thu
 	if int64(cfg.Width)*int64(cfg.Height) > maxThumbSourcePixels {
 		return nil, httputil.TooLarge("the image is too large to thumbnail")
 	}
-	w, h, ok := thumbSize(cfg.Width, cfg.Height, req)
+	// Sizes are computed on the upright image; the stored one is resized
+	// first and turned upright last, while it is small.
+	o := 1
+	if format == "image/jpeg" {
+		head := make([]byte, 70<<10) // APP1 (EXIF) is at most 64 KiB
+		n, _ := f.ReadAt(head, 0)
+		o = jpegOrientation(head[:n])
+	}
+	ow, oh := cfg.Width, cfg.Height
+	if o >= 5 {
+		ow, oh = oh, ow
+	}
+	w, h, ok := thumbSize(ow, oh, req)
 	if !ok {
 		return s.Download(ctx, origin, mediaID, 0)
 	}
@@ -96,7 +108,11 @@ func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, req Thu
 	if err != nil {
 		return nil, httputil.Errorf(http.StatusBadRequest, "M_UNKNOWN", "the image cannot be decoded for a thumbnail")
 	}
-	out := resize(src, w, h, req.Method == "crop")
+	rw, rh := w, h
+	if o >= 5 {
+		rw, rh = h, w
+	}
+	out := orient(resize(src, rw, rh, req.Method == "crop"), o)
 	var buf bytes.Buffer
 	if format == "image/png" {
 		enc := png.Encoder{CompressionLevel: png.BestSpeed}
