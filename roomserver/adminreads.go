@@ -243,3 +243,22 @@ func (s *Service) AdminRoomMembers(ctx context.Context, roomID string) ([]string
 	}
 	return out, rows.Err()
 }
+
+// AdminJoinedRooms lists the rooms userID is joined to, sorted.
+func (s *Service) AdminJoinedRooms(ctx context.Context, userID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT r.room_id FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.user_id = $1 AND m.membership = 'join' ORDER BY r.room_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("list joined rooms of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("list joined rooms of %s: %w", userID, err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}

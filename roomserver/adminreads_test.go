@@ -101,6 +101,16 @@ func TestAdminReads(t *testing.T) {
 		if want := []string{"@a:hs1_x", "@b:hs1_x", "@c:other", "@x:hs1Zx"}; !slices.Equal(members, want) {
 			t.Errorf("members = %v, want %v", members, want)
 		}
+		joined, err := s.AdminJoinedRooms(ctx, "@a:hs1_x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"!clinic:hs1_x", "!pub:hs1_x"}; !slices.Equal(joined, want) {
+			t.Errorf("joined rooms of @a = %v, want %v", joined, want)
+		}
+		if joined, _ := s.AdminJoinedRooms(ctx, "@d:hs1_x"); len(joined) != 0 {
+			t.Errorf("an invited user is joined to %v", joined)
+		}
 		if _, err := s.AdminRoomMembers(ctx, "!nope:hs1_x"); !errors.Is(err, ErrRoomNotFound) {
 			t.Errorf("members of unknown room: %v, want ErrRoomNotFound", err)
 		}

@@ -90,6 +90,27 @@ func TestUserCommands(t *testing.T) {
 	if err := srv.Users.CheckPassword(context.Background(), "@carol:hs1.test", "pw-new"); err != nil {
 		t.Errorf("reset-password: %v", err)
 	}
+	// devices and remote logout
+	srv.Login(t, "carol")
+	second := srv.Login(t, "carol")
+	out = mustA("user", "devices", "carol")
+	if !strings.Contains(out, second.DeviceID.String()) || !strings.Contains(out, "2 devices") {
+		t.Errorf("user devices printed:\n%s", out)
+	}
+	out = mustA("user", "logout", "carol", second.DeviceID.String())
+	if !strings.Contains(out, "logged out 1 device(s)") {
+		t.Errorf("user logout printed %q", out)
+	}
+	if _, err := srv.Users.Authenticate(context.Background(), second.AccessToken); err == nil {
+		t.Error("the logged-out device's token still works")
+	}
+	mustA("user", "logout", "carol", "--all")
+	if out = mustA("user", "devices", "carol"); !strings.Contains(out, "0 devices") {
+		t.Errorf("after logout --all:\n%s", out)
+	}
+	if code, _, _ := ctlA("user", "logout", "carol"); code != 2 {
+		t.Errorf("logout without devices or --all: exit %d, want 2", code)
+	}
 	mustA("user", "deactivate", "carol")
 	if a, _ := srv.Users.Account(context.Background(), "@carol:hs1.test"); !a.Deactivated {
 		t.Error("deactivate did not deactivate carol")
@@ -108,7 +129,7 @@ func TestUserCommands(t *testing.T) {
 
 	// audit: every action above is there and the chain holds
 	out = mustA("audit", "list")
-	for _, want := range []string{"user.register", "user.create", "user.set_admin", "user.reset_password", "user.deactivate"} {
+	for _, want := range []string{"user.register", "user.create", "user.set_admin", "user.reset_password", "user.delete_devices", "user.deactivate"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("audit list lacks %s:\n%s", want, out)
 		}
@@ -117,7 +138,7 @@ func TestUserCommands(t *testing.T) {
 		t.Errorf("audit list shows a password:\n%s", out)
 	}
 	out = mustA("audit", "verify")
-	if !strings.Contains(out, "audit log intact: 5 entries") {
+	if !strings.Contains(out, "audit log intact: 7 entries") {
 		t.Errorf("audit verify printed %q", out)
 	}
 	if _, err := srv.DB.Exec(context.Background(), `UPDATE audit_log SET actor = '@someone:else' WHERE seq = 2`); err != nil {
@@ -185,6 +206,10 @@ func TestRoomCommands(t *testing.T) {
 	out = mustCtl(t, append(admin, "room", "members", room.RoomID.String())...)
 	if !strings.Contains(out, "@alice:hs1.test\n@bob:hs1.test\n2 joined members") {
 		t.Errorf("room members printed:\n%s", out)
+	}
+	out = mustCtl(t, append(admin, "user", "rooms", "bob")...)
+	if !strings.Contains(out, room.RoomID.String()+"\n1 joined rooms") {
+		t.Errorf("user rooms printed:\n%s", out)
 	}
 	out = mustCtl(t, append(admin, "--json", "room", "list", "--search", "nothing-matches")...)
 	var list struct {

@@ -26,6 +26,7 @@ type RoomReader interface {
 	AdminRooms(ctx context.Context) ([]roomserver.RoomSummary, error)
 	AdminRoom(ctx context.Context, roomID string) (*roomserver.RoomSummary, error)
 	AdminRoomMembers(ctx context.Context, roomID string) ([]string, error)
+	AdminJoinedRooms(ctx context.Context, userID string) ([]string, error)
 }
 
 // RoomLeaver makes a deactivated user leave every room (roomserver).
@@ -87,6 +88,10 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("PUT "+synV2+"/users/{userId}", s.admin(s.putUser))
 	mux.Handle("POST "+synV1+"/deactivate/{userId}", s.admin(s.deactivateUser))
 	mux.Handle("POST "+synV1+"/reset_password/{userId}", s.admin(s.resetPassword))
+	mux.Handle("GET "+synV2+"/users/{userId}/devices", s.admin(s.listDevices))
+	mux.Handle("DELETE "+synV2+"/users/{userId}/devices/{deviceId}", s.admin(s.deleteDevice))
+	mux.Handle("POST "+synV2+"/users/{userId}/delete_devices", s.admin(s.deleteDevices))
+	mux.Handle("GET "+synV1+"/users/{userId}/joined_rooms", s.admin(s.joinedRooms))
 	mux.Handle("GET "+synV1+"/users/{userId}/admin", s.admin(s.getAdmin))
 	mux.Handle("PUT "+synV1+"/users/{userId}/admin", s.admin(s.putAdmin))
 

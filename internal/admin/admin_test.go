@@ -85,6 +85,10 @@ func TestAdminOnly(t *testing.T) {
 		{"POST", "/_synapse/admin/v1/deactivate/" + esc(bob)},
 		{"POST", "/_synapse/admin/v1/reset_password/" + esc(bob)},
 		{"GET", "/_synapse/admin/v1/users/" + esc(bob) + "/admin"},
+		{"GET", "/_synapse/admin/v1/users/" + esc(bob) + "/joined_rooms"},
+		{"GET", "/_synapse/admin/v2/users/" + esc(bob) + "/devices"},
+		{"DELETE", "/_synapse/admin/v2/users/" + esc(bob) + "/devices/DEV"},
+		{"POST", "/_synapse/admin/v2/users/" + esc(bob) + "/delete_devices"},
 		{"PUT", "/_synapse/admin/v1/users/" + esc(bob) + "/admin"},
 		{"GET", "/_synapse/admin/v1/rooms"},
 		{"GET", "/_synapse/admin/v1/rooms/" + esc("!r:hs1.test")},
@@ -379,6 +383,18 @@ func TestRooms(t *testing.T) {
 			})
 		}
 
+		var joined struct {
+			JoinedRooms []string `json:"joined_rooms"`
+			Total       int      `json:"total"`
+		}
+		call(t, root, "GET", "/_synapse/admin/v1/users/"+esc("@bob:hs1.test")+"/joined_rooms", nil, &joined)
+		if joined.Total != 1 || joined.JoinedRooms[0] != clinic.RoomID.String() {
+			t.Errorf("bob's joined rooms = %+v", joined)
+		}
+		if st, code := call(t, root, "GET", "/_synapse/admin/v1/users/"+esc("@nobody:hs1.test")+"/joined_rooms", nil, nil); st != 404 || code != "M_NOT_FOUND" {
+			t.Errorf("joined rooms of an unknown user: %d %s", st, code)
+		}
+
 		// Deactivating bob makes him leave the room.
 		if st, code := call(t, root, "POST", "/_synapse/admin/v1/deactivate/"+esc("@bob:hs1.test"), map[string]any{}, nil); code != "" {
 			t.Fatalf("deactivate: %d %s", st, code)
@@ -387,6 +403,70 @@ func TestRooms(t *testing.T) {
 		call(t, root, "GET", "/_synapse/admin/v1/rooms/"+esc(clinic.RoomID.String())+"/members", nil, &members)
 		if strings.Join(members.Members, ",") != "@alice:hs1.test" {
 			t.Errorf("after deactivating bob, members = %v", members.Members)
+		}
+	})
+}
+
+func TestDevices(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		root := newAdmin(t, srv)
+		phone := srv.Register(t, "dana")
+		laptop, tablet := srv.Login(t, "dana"), srv.Login(t, "dana")
+		base := "/_synapse/admin/v2/users/" + esc("@dana:hs1.test")
+		type devices struct {
+			Devices []struct {
+				DeviceID string `json:"device_id"`
+				UserID   string `json:"user_id"`
+			} `json:"devices"`
+			Total int `json:"total"`
+		}
+		var ds devices
+		if st, code := call(t, root, "GET", base+"/devices", nil, &ds); code != "" {
+			t.Fatalf("list devices: %d %s", st, code)
+		}
+		if ds.Total != 3 || ds.Devices[0].UserID != "@dana:hs1.test" {
+			t.Fatalf("devices = %+v", ds)
+		}
+		// remote logout of the lost phone
+		if st, code := call(t, root, "DELETE", base+"/devices/"+esc(phone.DeviceID.String()), nil, nil); code != "" {
+			t.Fatalf("delete device: %d %s", st, code)
+		}
+		if _, err := srv.Users.Authenticate(ctx, phone.AccessToken); !errors.Is(err, users.ErrUnknownToken) {
+			t.Errorf("deleted device's token: %v, want ErrUnknownToken", err)
+		}
+		if _, err := srv.Users.Authenticate(ctx, laptop.AccessToken); err != nil {
+			t.Errorf("another device was logged out too: %v", err)
+		}
+		call(t, root, "POST", base+"/delete_devices", map[string]any{"devices": []string{laptop.DeviceID.String(), tablet.DeviceID.String()}}, nil)
+		ds = devices{}
+		call(t, root, "GET", base+"/devices", nil, &ds)
+		if ds.Total != 0 {
+			t.Errorf("after delete_devices %d devices are left", ds.Total)
+		}
+		for _, tc := range []struct {
+			name, method, path string
+			body               any
+			status             int
+			code               string
+		}{
+			{"devices of unknown user", "GET", "/_synapse/admin/v2/users/" + esc("@nobody:hs1.test") + "/devices", nil, 404, "M_NOT_FOUND"},
+			{"delete for unknown user", "DELETE", "/_synapse/admin/v2/users/" + esc("@nobody:hs1.test") + "/devices/X", nil, 404, "M_NOT_FOUND"},
+			{"delete_devices without list", "POST", base + "/delete_devices", map[string]any{}, 400, "M_MISSING_PARAM"},
+			{"delete_devices wrong shape", "POST", base + "/delete_devices", map[string]any{"devices": "all"}, 400, "M_BAD_JSON"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				if st, code := call(t, root, tc.method, tc.path, tc.body, nil); st != tc.status || code != tc.code {
+					t.Errorf("%s %s = %d %s, want %d %s", tc.method, tc.path, st, code, tc.status, tc.code)
+				}
+			})
+		}
+		var page struct {
+			Entries []admin.Entry `json:"entries"`
+		}
+		call(t, root, "GET", "/_praxis/admin/v1/audit?action=user.delete_devices", nil, &page)
+		if len(page.Entries) != 2 || page.Entries[0].Target != "@dana:hs1.test" {
+			t.Errorf("audit rows for device deletion = %+v", page.Entries)
 		}
 	})
 }

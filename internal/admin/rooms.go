@@ -227,3 +227,22 @@ func (s *Service) roomMembers(r *http.Request, caller *users.Device) (any, error
 	}
 	return map[string]any{"members": members, "total": len(members)}, nil
 }
+
+// joinedRooms serves GET /_synapse/admin/v1/users/{userId}/joined_rooms.
+func (s *Service) joinedRooms(r *http.Request, caller *users.Device) (any, error) {
+	if s.rooms == nil {
+		return nil, httputil.Unrecognized("this node has no room service")
+	}
+	userID, err := s.localUser(r.PathValue("userId"))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.users.Account(r.Context(), userID); err != nil {
+		return nil, userError(err)
+	}
+	rooms, err := s.rooms.AdminJoinedRooms(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"joined_rooms": rooms, "total": len(rooms)}, nil
+}
