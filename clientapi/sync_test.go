@@ -611,3 +611,37 @@ func TestSyncStoredFilter(t *testing.T) {
 		t.Error("mautrix sees no joined room")
 	}
 }
+
+func TestSyncToDeviceDeliveredOnceAndAcknowledged(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		initial := syncRaw(t, alice, map[string]string{})
+		if !initial.Get("device_one_time_keys_count").Exists() || !initial.Get("device_unused_fallback_key_types").IsArray() {
+			t.Errorf("initial sync lacks the key counts: %s", initial.Raw)
+		}
+		since := initial.Get("next_batch").String()
+		_, err := bob.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{alice.UserID: {alice.DeviceID: {Raw: map[string]any{"n": 1}}}},
+		})
+		if err != nil {
+			t.Fatalf("sendToDevice: %v", err)
+		}
+		resp := syncRaw(t, alice, map[string]string{"since": since, "timeout": "5000"})
+		msgs := resp.Get("to_device.events").Array()
+		if len(msgs) != 1 || msgs[0].Get("type").String() != "org.example.ping" || msgs[0].Get("sender").String() != string(bob.UserID) {
+			t.Fatalf("to_device = %s, want bob's ping", resp.Get("to_device").Raw)
+		}
+		// a lost response: the client retries its old token and gets the
+		// message again, because it never confirmed it
+		retry := syncRaw(t, alice, map[string]string{"since": since})
+		if n := len(retry.Get("to_device.events").Array()); n != 1 {
+			t.Errorf("retry with the old token: %d to-device messages, want 1", n)
+		}
+		// syncing on from the new token acknowledges it: never again
+		next := syncRaw(t, alice, map[string]string{"since": resp.Get("next_batch").String()})
+		if n := len(next.Get("to_device.events").Array()); n != 0 {
+			t.Errorf("to-device message delivered again after acknowledgement: %s", next.Get("to_device").Raw)
+		}
+	})
+}
