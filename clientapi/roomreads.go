@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tidwall/sjson"
-
 	"praxis/internal/httputil"
 	"praxis/internal/users"
 	"praxis/roomserver"
@@ -34,6 +32,39 @@ func renderEvents(dev *users.Device, events []*roomserver.StoredEvent) []json.Ra
 
 func renderEvent(dev *users.Device, e *roomserver.StoredEvent) json.RawMessage {
 	return roomserver.ClientEvent(e, dev.UserID, dev.DeviceID, time.Now().UnixMilli())
+}
+
+// bundler renders timeline events with their bundled aggregations
+// (threads, edits, references), computed once for a whole response.
+type bundler struct {
+	dev  *users.Device
+	now  int64
+	aggs map[string]*roomserver.Aggregations
+}
+
+func (a *API) bundler(r *http.Request, dev *users.Device, batches ...[]*roomserver.StoredEvent) (*bundler, error) {
+	var all []*roomserver.StoredEvent
+	for _, b := range batches {
+		all = append(all, b...)
+	}
+	aggs, err := a.Rooms.BundledAggregations(r.Context(), dev.UserID, all)
+	if err != nil {
+		return nil, err
+	}
+	return &bundler{dev: dev, now: time.Now().UnixMilli(), aggs: aggs}, nil
+}
+
+func (b *bundler) event(e *roomserver.StoredEvent) json.RawMessage {
+	ev := roomserver.ClientEvent(e, b.dev.UserID, b.dev.DeviceID, b.now)
+	return roomserver.WithAggregations(ev, b.aggs[e.EventID], b.dev.UserID, b.dev.DeviceID, b.now)
+}
+
+func (b *bundler) events(events []*roomserver.StoredEvent) []json.RawMessage {
+	out := make([]json.RawMessage, len(events))
+	for i, e := range events {
+		out[i] = b.event(e)
+	}
+	return out
 }
 
 // roomState serves GET /_matrix/client/v3/rooms/{roomId}/state. A user who
@@ -216,7 +247,11 @@ func (a *API) roomMessages(r *http.Request, dev *users.Device) (*messagesRespons
 	if err != nil {
 		return nil, err
 	}
-	resp := &messagesResponse{Start: pg.Start, End: pg.End, Chunk: renderEvents(dev, pg.Chunk)}
+	b, err := a.bundler(r, dev, pg.Chunk)
+	if err != nil {
+		return nil, err
+	}
+	resp := &messagesResponse{Start: pg.Start, End: pg.End, Chunk: b.events(pg.Chunk)}
 	if len(pg.State) > 0 {
 		resp.State = renderEvents(dev, pg.State)
 	}
@@ -250,10 +285,14 @@ func (a *API) eventContext(r *http.Request, dev *users.Device) (*contextResponse
 	if err != nil {
 		return nil, err
 	}
+	b, err := a.bundler(r, dev, []*roomserver.StoredEvent{res.Event}, res.Before, res.After)
+	if err != nil {
+		return nil, err
+	}
 	return &contextResponse{
-		Event:        renderEvent(dev, res.Event),
-		EventsBefore: renderEvents(dev, res.Before),
-		EventsAfter:  renderEvents(dev, res.After),
+		Event:        b.event(res.Event),
+		EventsBefore: b.events(res.Before),
+		EventsAfter:  b.events(res.After),
 		Start:        res.Start,
 		End:          res.End,
 		State:        renderEvents(dev, res.State),
@@ -266,7 +305,11 @@ func (a *API) roomEvent(r *http.Request, dev *users.Device) (json.RawMessage, er
 	if err != nil {
 		return nil, err
 	}
-	return renderEvent(dev, e), nil
+	b, err := a.bundler(r, dev, []*roomserver.StoredEvent{e})
+	if err != nil {
+		return nil, err
+	}
+	return b.event(e), nil
 }
 
 type timestampToEventResponse struct {
@@ -357,17 +400,14 @@ func (a *API) threads(r *http.Request, dev *users.Device) (*threadsResponse, err
 	if err != nil {
 		return nil, err
 	}
-	resp := &threadsResponse{Chunk: make([]json.RawMessage, 0, len(pg.Chunk)), NextBatch: pg.NextBatch}
-	for _, t := range pg.Chunk {
-		ev := renderEvent(dev, t.Root)
-		summary := map[string]any{"count": t.Count, "current_user_participated": t.Participated}
-		if t.Latest != nil {
-			summary["latest_event"] = renderEvent(dev, t.Latest)
-		}
-		if b, err := sjson.SetBytes(ev, `unsigned.m\.relations.m\.thread`, summary); err == nil {
-			ev = b
-		}
-		resp.Chunk = append(resp.Chunk, ev)
+	roots := make([]*roomserver.StoredEvent, len(pg.Chunk))
+	for i, t := range pg.Chunk {
+		roots[i] = t.Root
 	}
+	b, err := a.bundler(r, dev, roots)
+	if err != nil {
+		return nil, err
+	}
+	resp := &threadsResponse{Chunk: b.events(roots), NextBatch: pg.NextBatch}
 	return resp, nil
 }

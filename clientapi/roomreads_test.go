@@ -325,6 +325,32 @@ func TestRelationsAndThreadsThroughClient(t *testing.T) {
 		if summary == nil || summary.Thread == nil || summary.Thread.Count != 3 || !summary.Thread.CurrentUserParticipated {
 			t.Errorf("thread summary = %+v", summary)
 		}
+		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "* root, edited", NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: "root, edited"}}
+		edit.SetEdit(root)
+		editResp, err := alice.SendMessageEvent(ctx, room, event.EventMessage, edit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := alice.GetEvent(ctx, room, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel := ev.Unsigned.Relations; rel == nil || rel.Thread == nil || rel.Thread.Count != 3 || rel.LatestEdit == nil || rel.LatestEdit.ID != editResp.EventID {
+			t.Errorf("bundled aggregations of the root in /event = %+v", rel)
+		}
+		msgs, err := alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundled := false
+		for _, e := range msgs.Chunk {
+			if e.ID == root {
+				bundled = e.Unsigned.Relations != nil && e.Unsigned.Relations.Thread != nil && e.Unsigned.Relations.Thread.LatestEvent != nil
+			}
+		}
+		if !bundled {
+			t.Error("the root in /messages carries no thread bundle")
+		}
 	})
 }
 

@@ -2,11 +2,13 @@ package roomserver
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/sjson"
 )
 
 // relThread is the rel_type of thread replies.
@@ -275,4 +277,156 @@ func (s *Service) participatedIn(ctx context.Context, userID string, roots []str
 		out[id] = true
 	}
 	return out, rows.Err()
+}
+
+// Bundled aggregations (spec: "Aggregations of child events"): events served
+// to clients carry a summary of their threads, their latest edit and the
+// events that reference them in unsigned.m.relations.
+
+const (
+	relReplace   = "m.replace"
+	relReference = "m.reference"
+)
+
+// Aggregations is the bundle of one parent event.
+type Aggregations struct {
+	// Thread summarises a thread rooted at the event (nil if none).
+	Thread *Thread
+	// Replace is the most recent edit by the original sender (nil if none).
+	Replace *StoredEvent
+	// References are the IDs of events referencing the event.
+	References []string
+}
+
+// BundledAggregations computes the bundles of events as userID may see
+// them, keyed by event ID; events without relations are absent. A fixed
+// handful of queries serves any number of events.
+func (s *Service) BundledAggregations(ctx context.Context, userID string, events []*StoredEvent) (map[string]*Aggregations, error) {
+	out := map[string]*Aggregations{}
+	if len(events) == 0 {
+		return out, nil
+	}
+	ids := make([]string, 0, len(events))
+	byID := make(map[string]*StoredEvent, len(events))
+	for _, e := range events {
+		ids = append(ids, e.EventID)
+		byID[e.EventID] = e
+	}
+	ids = uniqueOf(ids)
+	get := func(id string) *Aggregations {
+		if out[id] == nil {
+			out[id] = &Aggregations{}
+		}
+		return out[id]
+	}
+	// one pass over the relations: counts and latest positions per parent
+	// and relation type, and every reference
+	var p qargs
+	rows, err := s.db.Query(ctx, `SELECT e.relates_to, e.rel_type, e.sender, e.event_id, e.stream_pos FROM events e
+		WHERE e.relates_to IN (`+qlist(&p, ids)+`) AND e.rel_type IN ('`+relThread+`', '`+relReplace+`', '`+relReference+`')`+inTimeline+`
+		ORDER BY e.stream_pos`, p...)
+	if err != nil {
+		return nil, fmt.Errorf("bundled aggregations: %w", err)
+	}
+	threadLatest := map[string]int64{}
+	replaceLatest := map[string]int64{}
+	var latestPos []int64
+	for rows.Next() {
+		var parent, relType, sender, id string
+		var pos int64
+		if err := rows.Scan(&parent, &relType, &sender, &id, &pos); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("bundled aggregations: %w", err)
+		}
+		switch relType {
+		case relThread:
+			a := get(parent)
+			if a.Thread == nil {
+				a.Thread = &Thread{Root: byID[parent]}
+			}
+			a.Thread.Count++
+			a.Thread.Participated = a.Thread.Participated || sender == userID
+			threadLatest[parent] = pos
+		case relReplace:
+			// only the original sender may edit; a redacted event keeps no edits
+			if orig := byID[parent]; orig != nil && orig.Sender == sender && orig.RedactedBy == "" {
+				replaceLatest[parent] = pos
+			}
+		case relReference:
+			get(parent).References = append(get(parent).References, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("bundled aggregations: %w", err)
+	}
+	for parent, a := range out {
+		if a.Thread != nil && byID[parent].Sender == userID {
+			a.Thread.Participated = true
+		}
+	}
+	for _, pos := range threadLatest {
+		latestPos = append(latestPos, pos)
+	}
+	for _, pos := range replaceLatest {
+		latestPos = append(latestPos, pos)
+	}
+	if len(latestPos) > 0 {
+		var lp qargs
+		latest, err := s.queryEvents(ctx, `SELECT `+eventColumns+eventFrom+` WHERE e.stream_pos IN (`+qlist(&lp, uniqueOf(latestPos))+`)`, lp...)
+		if err != nil {
+			return nil, fmt.Errorf("bundled aggregations: %w", err)
+		}
+		visible, err := s.filterVisibleRows(ctx, userID, latest)
+		if err != nil {
+			return nil, err
+		}
+		byPos := map[int64]*StoredEvent{}
+		for _, l := range visible {
+			byPos[l.StreamPos] = l.StoredEvent
+		}
+		for parent, pos := range threadLatest {
+			out[parent].Thread.Latest = byPos[pos]
+		}
+		for parent, pos := range replaceLatest {
+			if l := byPos[pos]; l != nil {
+				get(parent).Replace = l
+			}
+		}
+	}
+	return out, nil
+}
+
+// WithAggregations adds a bundle to a rendered client event (see
+// ClientEvent for the other parameters).
+func WithAggregations(ev json.RawMessage, a *Aggregations, viewerUserID, viewerDeviceID string, nowMS int64) json.RawMessage {
+	if a == nil {
+		return ev
+	}
+	rel := map[string]any{}
+	if a.Thread != nil {
+		t := map[string]any{"count": a.Thread.Count, "current_user_participated": a.Thread.Participated}
+		if a.Thread.Latest != nil {
+			t["latest_event"] = ClientEvent(a.Thread.Latest, viewerUserID, viewerDeviceID, nowMS)
+		}
+		rel[relThread] = t
+	}
+	if a.Replace != nil {
+		rel[relReplace] = ClientEvent(a.Replace, viewerUserID, viewerDeviceID, nowMS)
+	}
+	if len(a.References) > 0 {
+		chunk := make([]map[string]string, len(a.References))
+		for i, id := range a.References {
+			chunk[i] = map[string]string{"event_id": id}
+		}
+		rel[relReference] = map[string]any{"chunk": chunk}
+	}
+	if len(rel) == 0 {
+		return ev
+	}
+	out, err := sjson.SetBytes(ev, `unsigned.m\.relations`, rel)
+	if err != nil {
+		return ev
+	}
+	return out
 }

@@ -784,6 +784,51 @@ func TestRelationsAndThreads(t *testing.T) {
 		if err != nil || len(page2.Chunk) != 1 || page2.Chunk[0].Root.EventID != root {
 			t.Errorf("threads page 2: %+v, %v", page2, err)
 		}
+
+		// bundles: the thread, the latest edit by the sender, references
+		edit := func(sender, body string) string {
+			return f.send(sender, "m.room.message", fmt.Sprintf(`{"msgtype":"m.text","body":"* x","m.new_content":{"msgtype":"m.text","body":%q},"m.relates_to":{"rel_type":"m.replace","event_id":%q}}`, body, root))
+		}
+		edit(alice, "first edit")
+		latestEdit := edit(alice, "second edit")
+		edit(bob, "not allowed to edit") // only the original sender's edits count
+		ref := f.send(bob, "m.praxis.ack", fmt.Sprintf(`{"m.relates_to":{"rel_type":"m.reference","event_id":%q}}`, root))
+		events, err := f.s.EventsByID(ctx, []string{root, root2, r1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		aggs, err := f.s.BundledAggregations(ctx, bob, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := aggs[root]
+		if a == nil || a.Thread == nil || a.Thread.Count != 3 || a.Thread.Latest.EventID != r3 || !a.Thread.Participated {
+			t.Fatalf("root's thread bundle = %+v", a)
+		}
+		if a.Replace == nil || a.Replace.EventID != latestEdit {
+			t.Errorf("root's edit bundle = %v, want the latest edit by alice", a.Replace)
+		}
+		if !slices.Equal(a.References, []string{ref}) {
+			t.Errorf("root's references = %v, want [%s]", a.References, ref)
+		}
+		if a := aggs[root2]; a == nil || a.Thread == nil || a.Thread.Count != 1 || a.Thread.Participated != true {
+			t.Errorf("root2's bundle = %+v", a)
+		}
+		if a := aggs[r1]; a != nil {
+			t.Errorf("r1 has only a reaction but gets a bundle %+v", a)
+		}
+		rendered := WithAggregations(ClientEvent(events[0], bob, "DEV", 0), aggs[root], bob, "DEV", 0)
+		for path, want := range map[string]string{
+			`unsigned.m\.relations.m\.thread.count`:                     "3",
+			`unsigned.m\.relations.m\.thread.latest_event.event_id`:     r3,
+			`unsigned.m\.relations.m\.replace.event_id`:                 latestEdit,
+			`unsigned.m\.relations.m\.reference.chunk.0.event_id`:       ref,
+			`unsigned.m\.relations.m\.thread.current_user_participated`: "true",
+		} {
+			if got := gjson.GetBytes(rendered, path).String(); got != want {
+				t.Errorf("%s = %q, want %q", path, got, want)
+			}
+		}
 	})
 }
 
