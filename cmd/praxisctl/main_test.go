@@ -137,6 +137,13 @@ func TestUserCommands(t *testing.T) {
 	if strings.Contains(out, "pw-") {
 		t.Errorf("audit list shows a password:\n%s", out)
 	}
+	out = mustA("audit", "list", "--action", "user.deactivate", "--since", "1h")
+	if !strings.Contains(out, "user.deactivate") || strings.Contains(out, "user.create") || !strings.Contains(out, "1 entries") {
+		t.Errorf("audit list --action --since:\n%s", out)
+	}
+	if out = mustA("audit", "list", "--until", "2000-01-01"); !strings.Contains(out, "0 entries") {
+		t.Errorf("audit list --until 2000:\n%s", out)
+	}
 	out = mustA("audit", "verify")
 	if !strings.Contains(out, "audit log intact: 7 entries") {
 		t.Errorf("audit verify printed %q", out)
