@@ -155,10 +155,17 @@ func (u *UIA) Check(ctx context.Context, req UIARequest) (*users.UIASession, err
 		case StageDummy:
 			sess, err = u.Users.CompleteUIAStage(ctx, sess.ID, StageDummy)
 		case StagePassword:
-			var who string
-			who, err = ResolveUser(ad.Identifier, ad.User, u.Users.ServerName())
-			if err != nil {
-				return nil, err
+			// The caller is known from its access token; an identifier,
+			// when given, must name the same user (in any letter case).
+			who := req.UserID
+			if len(ad.Identifier) > 0 || ad.User != "" || who == "" {
+				who, err = ResolveUser(ad.Identifier, ad.User, u.Users.ServerName())
+				if err != nil {
+					return nil, err
+				}
+				if strings.EqualFold(who, req.UserID) {
+					who = req.UserID
+				}
 			}
 			if who != req.UserID {
 				return nil, challenge(sess, "M_FORBIDDEN", "the identifier does not match the logged-in user")
