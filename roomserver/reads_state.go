@@ -120,7 +120,7 @@ func (s *Service) Members(ctx context.Context, userID, roomID string, q MembersQ
 // before position at (0 when the room has no event there).
 func (s *Service) stateGroupAt(ctx context.Context, roomNID int64, at topoKey) (int64, error) {
 	rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+eventFrom+` WHERE e.room_nid = $1
-		AND (e.depth < $2 OR (e.depth = $2 AND e.stream_pos <= $3))`+inTimeline+`
+		AND e.depth <= $2 AND (e.depth < $2 OR e.stream_pos <= $3)`+inTimeline+`
 		ORDER BY e.depth DESC, e.stream_pos DESC LIMIT 1`, roomNID, at.depth, at.stream)
 	if err != nil || len(rows) == 0 {
 		return 0, err

@@ -260,12 +260,17 @@ func (s *Service) paginate(ctx context.Context, userID string, roomNID int64, fr
 		q := `SELECT ` + eventColumns + eventFrom + ` WHERE e.room_nid = ` + p.add(roomNID) + inTimeline
 		d, st := p.add(pos.depth), p.add(pos.stream)
 		bd, bs := p.add(bound.depth), p.add(bound.stream)
+		// the plain range on depth lets both engines scan the
+		// (room_nid, depth, stream_pos) index from the token instead of
+		// from the end of the room
 		if backward {
-			q += ` AND (e.depth < ` + d + ` OR (e.depth = ` + d + ` AND e.stream_pos <= ` + st + `))` +
-				` AND (e.depth > ` + bd + ` OR (e.depth = ` + bd + ` AND e.stream_pos > ` + bs + `))`
+			q += ` AND e.depth <= ` + d + ` AND e.depth >= ` + bd +
+				` AND (e.depth < ` + d + ` OR e.stream_pos <= ` + st + `)` +
+				` AND (e.depth > ` + bd + ` OR e.stream_pos > ` + bs + `)`
 		} else {
-			q += ` AND (e.depth > ` + d + ` OR (e.depth = ` + d + ` AND e.stream_pos > ` + st + `))` +
-				` AND (e.depth < ` + bd + ` OR (e.depth = ` + bd + ` AND e.stream_pos <= ` + bs + `))`
+			q += ` AND e.depth >= ` + d + ` AND e.depth <= ` + bd +
+				` AND (e.depth > ` + d + ` OR e.stream_pos > ` + st + `)` +
+				` AND (e.depth < ` + bd + ` OR e.stream_pos <= ` + bs + `)`
 		}
 		q += f.sql(&p)
 		for _, w := range where {
