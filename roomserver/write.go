@@ -43,6 +43,7 @@ type writtenEvent struct {
 	nid        int64
 	pdu        gomatrixserverlib.PDU
 	membership string // for m.room.member events
+	pos        int64  // stream position, when taken at insert (SQLite)
 }
 
 // writer appends events to one room inside one transaction. It keeps the
@@ -385,12 +386,23 @@ func (w *writer) persist(ctx context.Context, pdu gomatrixserverlib.PDU, txnDevi
 	if sk != nil {
 		stateKey = *sk
 	}
+	// On SQLite the transaction holds the only write lock from its first
+	// statement, so positions commit in order wherever they are taken, and
+	// taking one here saves rewriting the event's index entries later. On
+	// Postgres, finish takes them last, after the room's other writes.
+	var pos int64
+	if tx.Engine() == storage.SQLite {
+		var err error
+		if pos, err = tx.NextStreamPos(ctx, 1); err != nil {
+			return 0, err
+		}
+	}
 	var nid int64
 	err := tx.QueryRow(ctx, `INSERT INTO events (event_id, room_nid, type, state_key, sender, depth, origin_ts, stream_pos,
 			state_group_before, state_group_after, json, txn_device, txn_id, relates_to, rel_type)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14) RETURNING event_nid`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING event_nid`,
 		pdu.EventID(), w.room.nid, pdu.Type(), stateKey, string(pdu.SenderID()), pdu.Depth(), int64(pdu.OriginServerTS()),
-		before, after, string(pdu.JSON()), txnDev, txnIDv, relatesTo, relType).Scan(&nid)
+		pos, before, after, string(pdu.JSON()), txnDev, txnIDv, relatesTo, relType).Scan(&nid)
 	if err != nil {
 		return 0, fmt.Errorf("insert event %s: %w", pdu.EventID(), err)
 	}
@@ -410,7 +422,7 @@ func (w *writer) persist(ctx context.Context, pdu gomatrixserverlib.PDU, txnDevi
 			return 0, fmt.Errorf("insert edges of %s: %w", pdu.EventID(), err)
 		}
 	}
-	we := writtenEvent{nid: nid, pdu: pdu}
+	we := writtenEvent{nid: nid, pdu: pdu, pos: pos}
 	if sk != nil {
 		if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_nid, type, state_key, event_nid) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (room_nid, type, state_key) DO UPDATE SET event_nid = excluded.event_nid`,
@@ -485,13 +497,51 @@ func (w *writer) finish(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("update room head: %w", err)
 	}
 
+	if w.written[0].pos == 0 {
+		if err := w.assignPositions(ctx); err != nil {
+			return 0, err
+		}
+	}
+	pos := w.written[len(w.written)-1].pos
+	for _, e := range w.written {
+		if e.membership == "" {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO room_members (room_nid, user_id, membership, event_nid, stream_pos, forgotten)
+			VALUES ($1, $2, $3, $4, $5, FALSE)
+			ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid,
+				stream_pos = excluded.stream_pos, forgotten = FALSE`,
+			w.room.nid, *e.pdu.StateKey(), e.membership, e.nid, e.pos); err != nil {
+			return 0, fmt.Errorf("update membership: %w", err)
+		}
+	}
+	written := w.written
+	tx.AfterCommit(func() {
+		for _, e := range written {
+			if e.pdu.StateKey() != nil {
+				w.s.events.put(e.nid, e.pdu)
+			}
+		}
+		w.s.notifier.Publish(pos)
+	})
+	return pos, nil
+}
+
+// assignPositions takes the written events' stream positions, as the last
+// statement of the room's writes (Postgres): the stream_head row lock it
+// takes serialises committers from here on, so positions become visible
+// in order.
+func (w *writer) assignPositions(ctx context.Context) error {
+	tx := w.tx
 	k := int64(len(w.written))
-	var pos int64
-	pos, err = tx.NextStreamPos(ctx, k)
+	pos, err := tx.NextStreamPos(ctx, k)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	first := pos - k + 1
+	for i := range w.written {
+		w.written[i].pos = first + int64(i)
+	}
 	if k == 1 {
 		_, err = tx.Exec(ctx, `UPDATE events SET stream_pos = $1 WHERE event_nid = $2`, pos, w.written[0].nid)
 	} else {
@@ -516,30 +566,9 @@ func (w *writer) finish(ctx context.Context) (int64, error) {
 		_, err = tx.Exec(ctx, q.String(), args...)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("assign stream positions: %w", err)
+		return fmt.Errorf("assign stream positions: %w", err)
 	}
-	for i, e := range w.written {
-		if e.membership == "" {
-			continue
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO room_members (room_nid, user_id, membership, event_nid, stream_pos, forgotten)
-			VALUES ($1, $2, $3, $4, $5, FALSE)
-			ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid,
-				stream_pos = excluded.stream_pos, forgotten = FALSE`,
-			w.room.nid, *e.pdu.StateKey(), e.membership, e.nid, first+int64(i)); err != nil {
-			return 0, fmt.Errorf("update membership: %w", err)
-		}
-	}
-	written := w.written
-	tx.AfterCommit(func() {
-		for _, e := range written {
-			if e.pdu.StateKey() != nil {
-				w.s.events.put(e.nid, e.pdu)
-			}
-		}
-		w.s.notifier.Publish(pos)
-	})
-	return pos, nil
+	return nil
 }
 
 // setRaw sets key in a JSON object (nil means {}).

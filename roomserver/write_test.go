@@ -510,3 +510,36 @@ func TestRedactionSentAsEvent(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkSendParallel measures sends from concurrent users, each into
+// their own room, on SQLite with synchronous=FULL (group commit).
+func BenchmarkSendParallel(b *testing.B) {
+	db := storagetest.Open(b, "sqlite:"+b.TempDir()+"/bench.db")
+	key, _ := keyring.Generate()
+	cfg := config.Defaults()
+	cfg.ServerName = "hs1.test"
+	s := New(db, streams.NewNotifier(0), key, &cfg)
+	ctx := context.Background()
+	var mu sync.Mutex
+	n := 0
+	b.RunParallel(func(pb *testing.PB) {
+		mu.Lock()
+		n++
+		user := fmt.Sprintf("@u%d:hs1.test", n)
+		mu.Unlock()
+		r, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: user})
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		i := 0
+		for pb.Next() {
+			i++
+			if _, err := s.Send(ctx, SendRequest{RoomID: r.RoomID, Sender: user, Type: "m.room.message",
+				Content: json.RawMessage(`{"msgtype":"m.text","body":"hello"}`), TxnDevice: "D", TxnID: fmt.Sprint(i)}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
