@@ -509,3 +509,23 @@ func TestAuthRateLimit(t *testing.T) {
 		t.Errorf("whoami while login is throttled: %v", err)
 	}
 }
+
+// TestUIASessionAcrossProcesses: the second step of a registration may
+// reach another process on the same database.
+func TestUIASessionAcrossProcesses(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, one *hstest.Server) {
+		two := hstest.New(t, hstest.WithDatabase(one.Config.Database))
+		first := call(t, one, "POST", v3+"/register", "", map[string]any{"username": "sam", "password": "pw"})
+		if first.Status != 401 {
+			t.Fatalf("challenge: %d %v", first.Status, first.Body)
+		}
+		done := call(t, two, "POST", v3+"/register", "", map[string]any{"username": "sam", "password": "pw",
+			"auth": map[string]any{"type": "m.login.dummy", "session": first.str("session")}})
+		if done.Status != 200 || done.str("user_id") != "@sam:hs1.test" {
+			t.Fatalf("completion on the second process: %d %v", done.Status, done.Body)
+		}
+		if who := call(t, one, "GET", v3+"/account/whoami", done.str("access_token"), nil); who.Status != 200 {
+			t.Errorf("token from process two on process one: %d %v", who.Status, who.Body)
+		}
+	})
+}

@@ -105,6 +105,9 @@ func (s *Service) AccountData(ctx context.Context, userID, roomID, dataType stri
 	if err != nil {
 		return nil, fmt.Errorf("read account data %s of %s: %w", dataType, userID, err)
 	}
+	if roomID == "" && dataType == PushRulesType {
+		return s.pushRulesJSON(ctx, s.db, userID)
+	}
 	return json.RawMessage(c), nil
 }
 
@@ -119,7 +122,6 @@ func (s *Service) AccountDataSince(ctx context.Context, userID string, since int
 	}
 	defer rows.Close()
 	var out []AccountDataEntry
-	havePushRules := false
 	for rows.Next() {
 		var e AccountDataEntry
 		var c string
@@ -127,18 +129,31 @@ func (s *Service) AccountDataSince(ctx context.Context, userID string, since int
 			return nil, fmt.Errorf("read account data of %s: %w", userID, err)
 		}
 		e.Content = json.RawMessage(c)
-		havePushRules = havePushRules || (e.RoomID == "" && e.Type == PushRulesType)
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	if since == 0 && !havePushRules {
+	rows.Close()
+	// The stored m.push_rules row marks when the rules changed; its content
+	// is rendered afresh so that new server-default rules reach clients
+	// without every user touching their rules first.
+	pushRulesAt := -1
+	for i, e := range out {
+		if e.RoomID == "" && e.Type == PushRulesType {
+			pushRulesAt = i
+		}
+	}
+	if pushRulesAt >= 0 || since == 0 {
 		rules, err := s.pushRulesJSON(ctx, s.db, userID)
 		if err != nil {
 			return nil, err
 		}
-		out = append([]AccountDataEntry{{Type: PushRulesType, Content: rules}}, out...)
+		if pushRulesAt >= 0 {
+			out[pushRulesAt].Content = rules
+		} else {
+			out = append([]AccountDataEntry{{Type: PushRulesType, Content: rules}}, out...)
+		}
 	}
 	return out, nil
 }
