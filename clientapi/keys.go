@@ -187,3 +187,74 @@ func (a *API) sendToDevice(r *http.Request, dev *users.Device) (*empty, error) {
 	}
 	return &empty{}, nil
 }
+
+// msc3814 is the unstable prefix of dehydrated devices.
+const msc3814 = "/_matrix/client/unstable/org.matrix.msc3814.v1"
+
+// putDehydratedDevice serves PUT /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device.
+func (a *API) putDehydratedDevice(r *http.Request, dev *users.Device) (map[string]string, error) {
+	var req keyserver.DehydratedDevice
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if err := a.Keys.PutDehydratedDevice(r.Context(), dev.UserID, req); err != nil {
+		return nil, err
+	}
+	return map[string]string{"device_id": req.DeviceID}, nil
+}
+
+// getDehydratedDevice serves GET /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device.
+func (a *API) getDehydratedDevice(r *http.Request, dev *users.Device) (*keyserver.DehydratedDeviceData, error) {
+	return a.Keys.GetDehydratedDevice(r.Context(), dev.UserID)
+}
+
+// deleteDehydratedDevice serves DELETE /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device.
+func (a *API) deleteDehydratedDevice(r *http.Request, dev *users.Device) (map[string]string, error) {
+	id, err := a.Keys.DeleteDehydratedDevice(r.Context(), dev.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"device_id": id}, nil
+}
+
+type dehydratedEventsResponse struct {
+	Events    []json.RawMessage `json:"events"`
+	NextBatch string            `json:"next_batch"`
+}
+
+// dehydratedDeviceEvents serves POST /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events:
+// the to-device messages that arrived for the dehydrated device, paged by
+// next_batch; passing a next_batch acknowledges everything before it.
+func (a *API) dehydratedDeviceEvents(r *http.Request, dev *users.Device) (*dehydratedEventsResponse, error) {
+	var req struct {
+		NextBatch string `json:"next_batch"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	deviceID := r.PathValue("deviceId")
+	ok, err := a.Keys.IsDehydratedDevice(r.Context(), dev.UserID, deviceID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, httputil.Forbidden("not your dehydrated device")
+	}
+	var since int64
+	if req.NextBatch != "" {
+		if since, err = strconv.ParseInt(req.NextBatch, 10, 64); err != nil || since < 0 {
+			return nil, httputil.InvalidParam("next_batch is not a token from this endpoint")
+		}
+	}
+	msgs, next, err := a.ToDevice.Page(r.Context(), dev.UserID, deviceID, since, dehydratedPage)
+	if err != nil {
+		return nil, err
+	}
+	if msgs == nil {
+		msgs = []json.RawMessage{}
+	}
+	return &dehydratedEventsResponse{Events: msgs, NextBatch: strconv.FormatInt(next, 10)}, nil
+}
+
+// dehydratedPage bounds one /events answer.
+const dehydratedPage = 100

@@ -366,3 +366,83 @@ func TestKeyChanges(t *testing.T) {
 		}
 	})
 }
+
+func dehydratedReq(t *testing.T, c *mautrix.Client, method string, path []any, body any) (gjson.Result, error) {
+	t.Helper()
+	u := c.BuildURLWithQuery(mautrix.ClientURLPath(append([]any{"unstable", "org.matrix.msc3814.v1"}, path...)), nil)
+	raw, err := c.MakeFullRequest(context.Background(), mautrix.FullRequest{Method: method, URL: u, RequestJSON: body, MaxAttempts: 1})
+	return gjson.ParseBytes(raw), err
+}
+
+func TestDehydratedDevice(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		uid := alice.UserID.String()
+		if _, err := dehydratedReq(t, alice, http.MethodGet, []any{"dehydrated_device"}, nil); hstest.ErrCode(err) != "M_NOT_FOUND" {
+			t.Fatalf("no dehydrated device yet: %v", err)
+		}
+		put := func(deviceID string) {
+			t.Helper()
+			dev := signedDeviceKeys(t, uid, deviceID)
+			r, err := dehydratedReq(t, alice, http.MethodPut, []any{"dehydrated_device"}, map[string]any{
+				"device_id": deviceID, "device_data": map[string]any{"algorithm": "m.dehydration.v1.olm", "device_pickle": "opaque"},
+				"device_keys": dev.keys, "one_time_keys": map[string]any{"signed_curve25519:A": map[string]any{"key": "k"}},
+				"initial_device_display_name": "offline device",
+			})
+			if err != nil || r.Get("device_id").String() != deviceID {
+				t.Fatalf("put dehydrated device: %s %v", r.Raw, err)
+			}
+		}
+		// Taking the ID of a real device is refused.
+		dev := signedDeviceKeys(t, uid, alice.DeviceID.String())
+		if _, err := dehydratedReq(t, alice, http.MethodPut, []any{"dehydrated_device"}, map[string]any{"device_id": alice.DeviceID.String(), "device_data": map[string]any{}, "device_keys": dev.keys}); hstest.ErrCode(err) != "M_INVALID_PARAM" {
+			t.Fatalf("real device ID: %v", err)
+		}
+		put("DEHYD1")
+		g, err := dehydratedReq(t, alice, http.MethodGet, []any{"dehydrated_device"}, nil)
+		if err != nil || g.Get("device_id").String() != "DEHYD1" || g.Get("device_data.device_pickle").String() != "opaque" {
+			t.Fatalf("get: %s %v", g.Raw, err)
+		}
+		// Others see its keys and can claim its one-time key.
+		q, _ := keyReq(t, bob, http.MethodPost, []any{"keys", "query"}, nil, map[string]any{"device_keys": map[string]any{uid: []string{}}})
+		if !q.Get("device_keys." + gjson.Escape(uid) + ".DEHYD1").Exists() {
+			t.Fatalf("dehydrated device keys not served: %s", q.Raw)
+		}
+		c, _ := keyReq(t, bob, http.MethodPost, []any{"keys", "claim"}, nil, map[string]any{"one_time_keys": map[string]any{uid: map[string]string{"DEHYD1": "signed_curve25519"}}})
+		if !c.Get("one_time_keys." + gjson.Escape(uid) + ".DEHYD1").Exists() {
+			t.Fatalf("claim for dehydrated device: %s", c.Raw)
+		}
+		// Messages sent to it wait in its inbox, paged and acknowledged by next_batch.
+		for i := 0; i < 3; i++ {
+			body := map[string]any{"messages": map[string]any{uid: map[string]any{"DEHYD1": map[string]any{"i": i}}}}
+			if _, err := keyReq(t, bob, http.MethodPut, []any{"sendToDevice", "m.room.encrypted", fmt.Sprintf("d%d", i)}, nil, body); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ev, err := dehydratedReq(t, alice, http.MethodPost, []any{"dehydrated_device", "DEHYD1", "events"}, map[string]any{})
+		if err != nil || len(ev.Get("events").Array()) != 3 || ev.Get("events.0.sender").String() != bob.UserID.String() {
+			t.Fatalf("events: %s %v", ev.Raw, err)
+		}
+		next := ev.Get("next_batch").String()
+		ev, _ = dehydratedReq(t, alice, http.MethodPost, []any{"dehydrated_device", "DEHYD1", "events"}, map[string]any{"next_batch": next})
+		if len(ev.Get("events").Array()) != 0 {
+			t.Fatalf("after next_batch: %s", ev.Raw)
+		}
+		if _, err := dehydratedReq(t, bob, http.MethodPost, []any{"dehydrated_device", "DEHYD1", "events"}, map[string]any{}); hstest.ErrCode(err) != "M_FORBIDDEN" {
+			t.Fatalf("someone else's dehydrated device: %v", err)
+		}
+		// Replacing it drops the old device's keys.
+		put("DEHYD2")
+		q, _ = keyReq(t, bob, http.MethodPost, []any{"keys", "query"}, nil, map[string]any{"device_keys": map[string]any{uid: []string{}}})
+		if q.Get("device_keys."+gjson.Escape(uid)+".DEHYD1").Exists() || !q.Get("device_keys."+gjson.Escape(uid)+".DEHYD2").Exists() {
+			t.Fatalf("after replacement: %s", q.Get("device_keys").Raw)
+		}
+		d, err := dehydratedReq(t, alice, http.MethodDelete, []any{"dehydrated_device"}, nil)
+		if err != nil || d.Get("device_id").String() != "DEHYD2" {
+			t.Fatalf("delete: %s %v", d.Raw, err)
+		}
+		if _, err := dehydratedReq(t, alice, http.MethodGet, []any{"dehydrated_device"}, nil); hstest.ErrCode(err) != "M_NOT_FOUND" {
+			t.Fatalf("after delete: %v", err)
+		}
+	})
+}

@@ -36,6 +36,8 @@ type Service struct {
 	// servers. Nil until federation provides it: such users are then
 	// reported under "failures".
 	remote Remote
+	// dropHooks delete other services' state of a dropped dehydrated device.
+	dropHooks []DeviceDropper
 }
 
 // Remote fetches keys of users on other servers (implemented by federation).

@@ -229,3 +229,20 @@ func (s *Service) DeleteDevices(ctx context.Context, tx *storage.DB, userID stri
 	}
 	return nil
 }
+
+// Page serves a dehydrated device's inbox (MSC3814 /events): it deletes
+// what the caller acknowledged by passing since, and returns up to limit
+// newer messages with the token to pass next time.
+func (s *Service) Page(ctx context.Context, userID, deviceID string, since int64, limit int) ([]json.RawMessage, int64, error) {
+	if err := s.AckToDevice(ctx, userID, deviceID, since); err != nil {
+		return nil, 0, err
+	}
+	head, err := s.db.StreamHead(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if head < since {
+		head = since
+	}
+	return s.ToDevice(ctx, userID, deviceID, since, head, limit)
+}

@@ -139,6 +139,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	inbox := todevice.New(db, s.Notifier, cfg.ServerName)
 	s.Users.OnDeleteDevices(keys.DeleteDevices)
 	s.Users.OnDeleteDevices(inbox.DeleteDevices)
+	keys.OnDropDehydrated(inbox.DeleteDevices)
 	s.E2EE = &keyserver.E2EE{Keys: keys, Inbox: inbox}
 
 	api := &clientapi.API{
