@@ -3,6 +3,7 @@ package clientapi_test
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -414,4 +415,44 @@ func TestPushers(t *testing.T) {
 func orderIs(n json.Number, want float64) bool {
 	f, err := n.Float64()
 	return err == nil && f == want
+}
+
+// TestAccountDataWakesSync: a waiting /sync returns the new account data
+// as soon as it is written, not when its timeout ends.
+func TestAccountDataWakesSync(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := t.Context()
+	alice := srv.Register(t, "alice")
+	first, err := alice.SyncRequest(ctx, 0, "", "", false, event.PresenceOffline)
+	if err != nil {
+		t.Skipf("sync not available: %v", err)
+	}
+	type result struct {
+		resp *mautrix.RespSync
+		err  error
+	}
+	done := make(chan result, 1)
+	start := time.Now()
+	go func() {
+		r, err := alice.SyncRequest(ctx, 10_000, first.NextBatch, "", false, event.PresenceOffline)
+		done <- result{r, err}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := alice.SetAccountData(ctx, "org.example.wake", map[string]any{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("sync returned after %v: not woken by the write", waited)
+	}
+	found := false
+	for _, e := range r.resp.AccountData.Events {
+		found = found || e.Type.Type == "org.example.wake"
+	}
+	if !found {
+		t.Errorf("incremental sync lacks the new account data: %+v", r.resp.AccountData.Events)
+	}
 }
