@@ -494,3 +494,95 @@ func TestV12RoomThroughAPI(t *testing.T) {
 		}
 	})
 }
+
+// TestChatEndToEnd drives the write path the way an app does and checks
+// that /sync, /messages and /event see what was written.
+func TestChatEndToEnd(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		bobSync, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatalf("bob's initial sync: %v", err)
+		}
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Praxis Dr. A", Invite: []id.UserID{bob.UserID}, IsDirect: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bobSync, err = bob.SyncRequest(ctx, 5000, bobSync.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatalf("bob's sync: %v", err)
+		}
+		inv, ok := bobSync.Rooms.Invite[room.RoomID]
+		if !ok {
+			t.Fatalf("bob's sync has no invite for %s: %+v", room.RoomID, bobSync.Rooms)
+		}
+		var sawName bool
+		for _, e := range inv.State.Events {
+			if e.Type == event.StateRoomName {
+				sawName = true
+			}
+		}
+		if !sawName {
+			t.Errorf("invite_state lacks the room name")
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		sent, err := alice.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "Ihr Termin"}, mautrix.ReqSendEvent{TransactionID: "e2e-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var found bool
+		for tries := 0; tries < 5 && !found; tries++ {
+			bobSync, err = bob.SyncRequest(ctx, 5000, bobSync.NextBatch, "", false, event.PresenceOnline)
+			if err != nil {
+				t.Fatalf("bob's sync: %v", err)
+			}
+			if jr, ok := bobSync.Rooms.Join[room.RoomID]; ok {
+				for _, e := range jr.Timeline.Events {
+					if e.ID == sent.EventID {
+						found = true
+					}
+				}
+			}
+		}
+		if !found {
+			t.Fatalf("alice's message %s never reached bob's sync", sent.EventID)
+		}
+		ev, err := bob.GetEvent(ctx, room.RoomID, sent.EventID)
+		if err != nil {
+			t.Fatalf("get event: %v", err)
+		}
+		if ev.Content.Raw["body"] != "Ihr Termin" {
+			t.Errorf("event body = %v", ev.Content.Raw["body"])
+		}
+		if _, err := alice.RedactEvent(ctx, room.RoomID, sent.EventID); err != nil {
+			t.Fatal(err)
+		}
+		ev, err = bob.GetEvent(ctx, room.RoomID, sent.EventID)
+		if err != nil {
+			t.Fatalf("get redacted event: %v", err)
+		}
+		if _, has := ev.Content.Raw["body"]; has {
+			t.Errorf("redacted event still has a body: %v", ev.Content.Raw)
+		}
+		msgs, err := bob.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+		if err != nil {
+			t.Fatalf("messages: %v", err)
+		}
+		types := map[event.Type]int{}
+		for _, e := range msgs.Chunk {
+			types[e.Type]++
+		}
+		if types[event.EventMessage] != 1 || types[event.EventRedaction] != 1 || types[event.StateMember] < 2 {
+			t.Errorf("/messages event types = %v", types)
+		}
+		if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.SendText(ctx, room.RoomID, "nach dem Verlassen"); hstest.ErrCode(err) != "M_FORBIDDEN" {
+			t.Errorf("send after leaving: %v, want M_FORBIDDEN", err)
+		}
+	})
+}
