@@ -645,3 +645,48 @@ func TestSyncToDeviceDeliveredOnceAndAcknowledged(t *testing.T) {
 		}
 	})
 }
+
+func TestSyncProfileChangeIsNotAJoin(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Flur"})
+		aliceSince := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+		bobSince := syncRaw(t, bob, map[string]string{}).Get("next_batch").String()
+
+		mustJoin(t, bob, roomID)
+		if err := bob.SetDisplayName(ctx, "Bob B."); err != nil {
+			t.Fatalf("set displayname: %v", err)
+		}
+		if err := alice.SetDisplayName(ctx, "Dr. Alice"); err != nil {
+			t.Fatalf("set displayname: %v", err)
+		}
+		if membership(t, srv, roomID, bob.UserID) != "join" {
+			t.Fatal("bob is not joined")
+		}
+
+		// alice only changed her name: a delta, no full state
+		resp := syncRaw(t, alice, map[string]string{"since": aliceSince})
+		renamed := false
+		for _, e := range room(resp, "join", roomID).Get("timeline.events").Array() {
+			renamed = renamed || (e.Get("state_key").String() == string(alice.UserID) && e.Get("content.displayname").String() == "Dr. Alice")
+		}
+		if !renamed {
+			t.Fatalf("alice's rename is not in her timeline: %s", room(resp, "join", roomID).Raw)
+		}
+		if n := len(room(resp, "join", roomID).Get("state.events").Array()); n != 0 {
+			t.Errorf("a profile change sent %d state events, want a plain delta", n)
+		}
+		// bob joined and then renamed himself: still the full state
+		resp = syncRaw(t, bob, map[string]string{"since": bobSince})
+		all := stateKeys(room(resp, "join", roomID).Get("state"))
+		for _, e := range room(resp, "join", roomID).Get("timeline.events").Array() {
+			if e.Get("state_key").Exists() {
+				all = append(all, e.Get("type").String()+"|"+e.Get("state_key").String())
+			}
+		}
+		if !has(all, "m.room.create|") || !has(all, "m.room.name|") {
+			t.Errorf("join followed by a rename lost the full state: %v", all)
+		}
+	})
+}

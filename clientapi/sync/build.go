@@ -72,7 +72,9 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 		}
 		switch m.Membership {
 		case "join":
-			full := initial || req.FullState || m.StreamPos > since
+			// a membership event in the window may be a join (full state,
+			// see markNewlyJoined) or a profile change of a member
+			full := initial || req.FullState
 			works = append(works, &roomWork{m: m, join: true, full: full, rng: roomserver.SyncRange{RoomNID: m.RoomNID, From: since, To: head}})
 		case "invite":
 			if initial || m.StreamPos > since {
@@ -101,6 +103,9 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 		}
 	}
 
+	if err := s.markNewlyJoined(ctx, works, since); err != nil {
+		return nil, err
+	}
 	if err := s.readTimelines(ctx, req, works); err != nil {
 		return nil, err
 	}
@@ -191,6 +196,88 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 	}
 	resp.NextBatch = next.String()
 	return resp, nil
+}
+
+// markNewlyJoined sends the full state of rooms the user was not joined to
+// at since. The latest membership event tells, through the membership it
+// replaced (unsigned.prev_content), whether it is a join or a profile
+// change; a run of profile changes is followed back through replaces_state
+// to the membership in force at since.
+func (s *Service) markNewlyJoined(ctx context.Context, works []*roomWork, since int64) error {
+	pending := map[int64]*roomWork{} // membership event NID → room
+	var nids []int64
+	for _, w := range works {
+		if w.join && !w.full && w.m.StreamPos > since {
+			pending[w.m.EventNID] = w
+			nids = append(nids, w.m.EventNID)
+		}
+	}
+	if len(nids) == 0 {
+		return nil
+	}
+	byNID, err := s.rooms.SyncEventsByNID(ctx, nids)
+	if err != nil {
+		return err
+	}
+	var evs []*roomserver.StoredEvent
+	for _, e := range byNID {
+		evs = append(evs, e)
+	}
+	byEvent := map[string]*roomWork{}
+	for nid, w := range pending {
+		if e := byNID[nid]; e != nil {
+			byEvent[e.EventID] = w
+		} else {
+			w.full = true
+		}
+	}
+	for range 10 {
+		next := map[string]*roomWork{}
+		var ids []string
+		for _, e := range evs {
+			w := byEvent[e.EventID]
+			if w == nil {
+				continue
+			}
+			js := gjson.ParseBytes(e.JSON)
+			switch {
+			case e.StreamPos > 0 && e.StreamPos <= since:
+				// the membership in force at since
+				w.full = js.Get("content.membership").String() != "join"
+			case js.Get("unsigned.prev_content.membership").String() != "join":
+				w.full = true
+			default:
+				prev := js.Get("unsigned.replaces_state").String()
+				if prev == "" {
+					w.full = true
+					continue
+				}
+				next[prev] = w
+				ids = append(ids, prev)
+			}
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		if evs, err = s.rooms.EventsByID(ctx, ids); err != nil {
+			return err
+		}
+		found := map[string]bool{}
+		for _, e := range evs {
+			found[e.EventID] = true
+		}
+		for id, w := range next {
+			if !found[id] {
+				w.full = true // history we do not hold: play safe
+				delete(next, id)
+			}
+		}
+		byEvent = next
+	}
+	for _, w := range byEvent {
+		w.full = true // an implausibly long run of profile changes
+	}
+	return nil
 }
 
 // readTimelines fetches every room's newest events in one query, then

@@ -31,6 +31,7 @@ type Rooms interface {
 	SyncSummaries(ctx context.Context, userID string, roomNIDs []int64) (map[int64]*roomserver.SyncSummary, error)
 	SyncUnreadCounts(ctx context.Context, userID string, after map[int64]int64) (map[int64][2]int, error)
 	FilterVisible(ctx context.Context, userID string, events []*roomserver.StoredEvent) ([]*roomserver.StoredEvent, error)
+	EventsByID(ctx context.Context, ids []string) ([]*roomserver.StoredEvent, error)
 }
 
 // Ephemeral is the typing and receipt store (*ephemeral.Service).
