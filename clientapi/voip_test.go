@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
 	"praxis/internal/call/turn"
 	"praxis/internal/config"
 	"praxis/internal/hstest"
@@ -138,4 +142,47 @@ func TestTurnServerEmbeddedRelay(t *testing.T) {
 	if s := srv.TURN.Relay().Stats(); s.RelayedBytes == 0 {
 		t.Errorf("relay stats show no relayed bytes after two probes")
 	}
+}
+
+// TestTurnServerStaffOnlyDuringCall runs the real call policy: a patient
+// gets credentials while a staff member's m.call.invite rings, not before
+// and not after the hangup.
+func TestTurnServerStaffOnlyDuringCall(t *testing.T) {
+	srv := hstest.New(t, hstest.WithConfig(func(c *config.Config) {
+		externalTURN(c)
+		c.TURN.StaffOnly = true
+		c.Rooms.EncryptByDefault = false
+	}))
+	ctx := t.Context()
+	for localpart, kind := range map[string]string{"drsmith": "staff", "patient": "patient"} {
+		if _, err := srv.Users.CreateAccount(ctx, localpart, "password-"+localpart, false, kind); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doc, patient := srv.Login(t, "drsmith"), srv.Login(t, "patient")
+	room, err := doc.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{patient.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := patient.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	patientGets := func(step string, want string) {
+		t.Helper()
+		_, err := patient.TurnServer(ctx)
+		if got := hstest.ErrCode(err); got != want {
+			t.Fatalf("%s: patient's TurnServer errcode %q (%v), want %q", step, got, err, want)
+		}
+	}
+	patientGets("before the call", "M_FORBIDDEN")
+	call := map[string]any{"call_id": "c1", "party_id": "p1", "version": "1", "lifetime": 60000,
+		"offer": map[string]any{"type": "offer", "sdp": "v=0"}}
+	if _, err := doc.SendMessageEvent(ctx, room.RoomID, event.CallInvite, call); err != nil {
+		t.Fatal(err)
+	}
+	patientGets("while the invite rings", "")
+	if _, err := doc.SendMessageEvent(ctx, room.RoomID, event.CallHangup, map[string]any{"call_id": "c1", "party_id": "p1", "version": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	patientGets("after the hangup", "M_FORBIDDEN")
 }

@@ -160,6 +160,31 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return acc.DisplayName, acc.AvatarURL, nil
 	})
 	api.Rooms = s.Rooms
+	// turn.staff_only: a patient gets TURN credentials while staff call them.
+	s.TURN.SetCallChecker(&turn.CallPolicy{
+		JoinedRooms: s.Rooms.JoinedRooms,
+		Recent: func(ctx context.Context, userID, roomID string, limit int) ([][]byte, error) {
+			page, err := s.Rooms.Messages(ctx, userID, roomID, roomserver.MessagesQuery{Backward: true, Limit: limit})
+			if err != nil {
+				return nil, err
+			}
+			evs := make([][]byte, len(page.Chunk))
+			for i, e := range page.Chunk {
+				evs[i] = e.JSON
+			}
+			return evs, nil
+		},
+		IsStaff: func(ctx context.Context, userID string) (bool, error) {
+			acc, err := s.Users.Account(ctx, userID)
+			if errors.Is(err, users.ErrNotFound) {
+				return false, nil // remote users: only local staff are known here
+			}
+			if err != nil {
+				return false, err
+			}
+			return acc.IsAdmin || acc.Kind == "staff", nil
+		},
+	})
 	api.RoomLeaver, api.Profiles = s.Rooms, s.Rooms
 	api.Keys, api.ToDevice, api.Backup = keys, inbox, backup.New(db)
 	api.Media = s.Media
