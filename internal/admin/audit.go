@@ -238,54 +238,50 @@ type Verification struct {
 // value, and the last row must match the head.
 func (l *AuditLog) Verify(ctx context.Context) (*Verification, error) {
 	v := &Verification{}
-	// Read the head and the rows in one transaction so that a concurrent
-	// append cannot make a consistent chain look truncated. (On SQLite this
-	// takes the write lock for the duration; verification is rare.)
-	err := l.db.Transact(ctx, func(tx *storage.DB) error {
-		if err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_head`).Scan(&v.HeadSeq, &v.HeadHash); err != nil {
-			return fmt.Errorf("read audit head: %w", err)
-		}
-		rows, err := tx.Query(ctx, `SELECT seq, ts, actor, action, target, params, result, request_id, practice, prev_hash, hash FROM audit_log ORDER BY seq`)
-		if err != nil {
-			return fmt.Errorf("read audit log: %w", err)
-		}
-		defer rows.Close()
-		prevHash := ""
-		var prevSeq int64
-		fail := func(seq int64, format string, args ...any) {
-			if v.Problem == "" {
-				v.BadSeq, v.Problem = seq, fmt.Sprintf(format, args...)
-			}
-		}
-		for rows.Next() {
-			e, err := scanEntry(rows)
-			if err != nil {
-				return err
-			}
-			v.Rows++
-			if v.Problem != "" {
-				continue // count the rest, report the first problem
-			}
-			switch {
-			case e.Seq != prevSeq+1:
-				fail(prevSeq+1, "row %d is missing (next row is %d)", prevSeq+1, e.Seq)
-			case e.PrevHash != prevHash:
-				fail(e.Seq, "row %d does not link to the hash of row %d", e.Seq, prevSeq)
-			case chainHash(e.PrevHash, e.content()) != e.Hash:
-				fail(e.Seq, "row %d was modified: its content does not match its hash", e.Seq)
-			}
-			prevSeq, prevHash = e.Seq, e.Hash
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read audit log: %w", err)
-		}
-		if v.Problem == "" && (prevSeq != v.HeadSeq || prevHash != v.HeadHash) {
-			fail(0, "the log ends at row %d but its head records row %d: rows were removed or the head was altered", prevSeq, v.HeadSeq)
-		}
-		return nil
-	})
+	// Read the head first, then the rows up to it: an append commits its
+	// row and the head together, so every row up to the head is visible
+	// and rows appended meanwhile are simply not looked at. No lock is
+	// held, so verifying a long log does not stall admin actions.
+	if err := l.db.QueryRow(ctx, `SELECT seq, hash FROM audit_head`).Scan(&v.HeadSeq, &v.HeadHash); err != nil {
+		return nil, fmt.Errorf("read audit head: %w", err)
+	}
+	rows, err := l.db.Query(ctx, `SELECT seq, ts, actor, action, target, params, result, request_id, practice, prev_hash, hash
+		FROM audit_log WHERE seq <= $1 ORDER BY seq`, v.HeadSeq)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	defer rows.Close()
+	prevHash := ""
+	var prevSeq int64
+	fail := func(seq int64, format string, args ...any) {
+		if v.Problem == "" {
+			v.BadSeq, v.Problem = seq, fmt.Sprintf(format, args...)
+		}
+	}
+	for rows.Next() {
+		e, err := scanEntry(rows)
+		if err != nil {
+			return nil, err
+		}
+		v.Rows++
+		if v.Problem != "" {
+			continue // count the rest, report the first problem
+		}
+		switch {
+		case e.Seq != prevSeq+1:
+			fail(prevSeq+1, "row %d is missing (next row is %d)", prevSeq+1, e.Seq)
+		case e.PrevHash != prevHash:
+			fail(e.Seq, "row %d does not link to the hash of row %d", e.Seq, prevSeq)
+		case chainHash(e.PrevHash, e.content()) != e.Hash:
+			fail(e.Seq, "row %d was modified: its content does not match its hash", e.Seq)
+		}
+		prevSeq, prevHash = e.Seq, e.Hash
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	if v.Problem == "" && (prevSeq != v.HeadSeq || prevHash != v.HeadHash) {
+		fail(0, "the log ends at row %d but its head records row %d: rows were removed or the head was altered", prevSeq, v.HeadSeq)
 	}
 	v.OK = v.Problem == ""
 	return v, nil
