@@ -244,9 +244,16 @@ func (s *Service) Upload(ctx context.Context, req UploadRequest) (*Media, error)
 		Origin: s.serverName, MediaID: req.MediaID, UserID: req.UserID, ContentType: ct, UploadName: req.FileName,
 		ContentHash: t.hash, Size: t.size, CreatedTS: now, UploadedTS: now, LastAccessTS: now,
 	}
+	// The media row is written before the file is moved into place: a
+	// lost race for an async ID then leaves nothing behind.
 	err = s.db.Transact(ctx, func(tx *storage.DB) error {
-		if err := s.addContent(ctx, tx, t); err != nil {
-			return err
+		var quarantined int
+		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM media WHERE content_hash = $1 AND quarantined_by IS NOT NULL`, t.hash).Scan(&quarantined); err != nil {
+			return fmt.Errorf("check quarantine of content: %w", err)
+		}
+		if quarantined > 0 {
+			slog.InfoContext(ctx, "upload of quarantined content refused", "user_id", req.UserID, "content_hash", t.hash)
+			return httputil.Forbidden("this file was taken out of circulation by an administrator")
 		}
 		if req.MediaID == "" {
 			m.MediaID = newMediaID()
@@ -256,7 +263,7 @@ func (s *Service) Upload(ctx context.Context, req UploadRequest) (*Media, error)
 			if err != nil {
 				return fmt.Errorf("record media: %w", err)
 			}
-			return nil
+			return s.addContent(ctx, tx, t)
 		}
 		res, err := tx.Exec(ctx, `UPDATE media SET content_type = $1, upload_name = $2, content_hash = $3, size = $4, uploaded_ts = $5, last_access_ts = $5
 			WHERE origin = $6 AND media_id = $7 AND user_id = $8 AND content_hash IS NULL AND unused_expires_ts > $5`,
@@ -271,6 +278,9 @@ func (s *Service) Upload(ctx context.Context, req UploadRequest) (*Media, error)
 				return err
 			}
 			return httputil.Errorf(http.StatusConflict, "M_CANNOT_OVERWRITE_MEDIA", "media already uploaded")
+		}
+		if err := s.addContent(ctx, tx, t); err != nil {
+			return err
 		}
 		key := m.Origin + "/" + m.MediaID
 		tx.AfterCommit(func() { s.wake(key) })

@@ -278,6 +278,10 @@ func TestQuarantineHidesMedia(t *testing.T) {
 		if err := s.Quarantine(ctx, "hs1.test", m.MediaID, "@admin:hs1.test", true); err != nil {
 			t.Fatal(err)
 		}
+		_, err := s.Upload(ctx, UploadRequest{UserID: bob, ContentType: "image/png", Body: bytes.NewReader(testPNG(t, 64, 48)), ContentLength: -1})
+		if errcode(err) != "M_FORBIDDEN" {
+			t.Fatalf("re-upload of quarantined bytes = %v, want M_FORBIDDEN", err)
+		}
 		if _, err := s.Download(ctx, "hs1.test", m.MediaID, 0); errcode(err) != "M_NOT_FOUND" {
 			t.Fatalf("download of quarantined media = %v, want M_NOT_FOUND", err)
 		}
