@@ -363,8 +363,10 @@ func (c *relayConn) Close() error {
 	return c.PacketConn.Close()
 }
 
-// slogFactory sends pion's warnings and errors to slog and drops the
-// chatter below; pion logs no credentials at those levels.
+// slogFactory sends pion's warnings and errors to slog as warnings and
+// drops the chatter below. None of pion's errors stops the node (most are
+// failed handshakes from scanners and closed peers), so none is an error
+// here. pion logs no credentials at these levels.
 type slogFactory struct{}
 
 func (slogFactory) NewLogger(scope string) logging.LeveledLogger { return slogLogger{scope: scope} }
@@ -381,10 +383,8 @@ func (l slogLogger) Warn(msg string)     { slog.Warn(msg, "component", "turn", "
 func (l slogLogger) Warnf(f string, args ...any) {
 	slog.Warn(fmt.Sprintf(f, args...), "component", "turn", "scope", l.scope)
 }
-func (l slogLogger) Error(msg string) { slog.Error(msg, "component", "turn", "scope", l.scope) }
-func (l slogLogger) Errorf(f string, args ...any) {
-	slog.Error(fmt.Sprintf(f, args...), "component", "turn", "scope", l.scope)
-}
+func (l slogLogger) Error(msg string)             { l.Warn(msg) }
+func (l slogLogger) Errorf(f string, args ...any) { l.Warnf(f, args...) }
 
 // WritePrometheus writes the relay's counters in the Prometheus text
 // exposition format, for the node's /metrics endpoint.
