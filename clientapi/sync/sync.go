@@ -168,9 +168,18 @@ func (s *Service) resolveFilter(ctx context.Context, userID, v string) (*Filter,
 func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	if req.HasSince && s.e2ee != nil && req.Since.toDeviceSince() > 0 {
 		// The client holds this token, so it has every to-device message
-		// up to its to-device position.
-		if err := s.e2ee.AckToDevice(ctx, req.UserID, req.DeviceID, req.Since.toDeviceSince()); err != nil {
+		// up to its to-device position. Deleting is a write (on SQLite it
+		// queues behind every send), so look first: usually there is
+		// nothing to delete.
+		upto := req.Since.toDeviceSince()
+		left, _, err := s.e2ee.ToDevice(ctx, req.UserID, req.DeviceID, 0, upto, 1)
+		if err != nil {
 			return nil, err
+		}
+		if len(left) > 0 {
+			if err := s.e2ee.AckToDevice(ctx, req.UserID, req.DeviceID, upto); err != nil {
+				return nil, err
+			}
 		}
 	}
 	var deadline <-chan time.Time
