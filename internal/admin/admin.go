@@ -47,8 +47,17 @@ type Service struct {
 	// limiter throttles shared-secret registration per client address
 	// (nil = unlimited).
 	limiter *ratelimit.Limiter
-	now     func() time.Time
+	// practiceOf resolves a caller who is not a server admin to the
+	// practice they administer ("" for none); nil until internal/care
+	// provides it.
+	practiceOf PracticeScope
+	now        func() time.Time
 }
+
+// PracticeScope tells which practice a caller administers: "" when the
+// caller is no practice admin. Practice admins see their practice's
+// audit entries and nothing else of the admin API.
+type PracticeScope func(ctx context.Context, caller *users.Device) (practice string, err error)
 
 // New returns the admin API. rooms may be nil (room endpoints then answer
 // 404 M_UNRECOGNIZED) for a node without a room service.
@@ -62,6 +71,10 @@ func (s *Service) SetRoomLeaver(l RoomLeaver) { s.leaver = l }
 // SetLimiter throttles shared-secret registration attempts per client
 // address; homeserver shares the login and registration limiter.
 func (s *Service) SetLimiter(l *ratelimit.Limiter) { s.limiter = l }
+
+// SetPracticeScope lets practice admins (internal/care) read their
+// practice's part of the audit log.
+func (s *Service) SetPracticeScope(f PracticeScope) { s.practiceOf = f }
 
 // Audit returns the audit log, for other services that audit their own
 // administrative actions (e.g. internal/care).
@@ -109,7 +122,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("DELETE "+synV1+"/registration_tokens/{token}", s.admin(s.deleteToken))
 
 	// audit log (audithttp.go)
-	mux.Handle("GET "+praxV1+"/audit", s.admin(s.listAudit))
+	mux.Handle("GET "+praxV1+"/audit", s.adminOrPracticeAdmin(s.listAudit))
 	mux.Handle("GET "+praxV1+"/audit/verify", s.admin(s.verifyAudit))
 
 	mux.Handle("/_synapse/admin/", unrecognized(mux, "/_synapse/admin/"))
@@ -143,6 +156,41 @@ func (s *Service) admin(fn func(r *http.Request, caller *users.Device) (any, err
 		}
 		if ws, ok := resp.(withStatus); ok {
 			httputil.WriteJSON(w, ws.status, ws.body)
+			return
+		}
+		httputil.WriteJSON(w, http.StatusOK, resp)
+	})
+}
+
+// adminOrPracticeAdmin adapts a handler that server admins may call
+// without restriction and practice admins for their own practice only:
+// practice is nil for a server admin.
+func (s *Service) adminOrPracticeAdmin(fn func(r *http.Request, caller *users.Device, practice *string) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dev, err := auth.Device(r, s.users)
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		var practice *string
+		if !dev.IsAdmin {
+			p := ""
+			if s.practiceOf != nil {
+				if p, err = s.practiceOf(r.Context(), dev); err != nil {
+					httputil.WriteError(w, r, err)
+					return
+				}
+			}
+			if p == "" {
+				httputil.WriteError(w, r, httputil.Forbidden("You are not a server admin"))
+				return
+			}
+			practice = &p
+		}
+		r = r.WithContext(auth.WithDevice(r.Context(), dev))
+		resp, err := fn(r, dev, practice)
+		if err != nil {
+			httputil.WriteError(w, r, err)
 			return
 		}
 		httputil.WriteJSON(w, http.StatusOK, resp)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -469,4 +470,57 @@ func TestDevices(t *testing.T) {
 			t.Errorf("audit rows for device deletion = %+v", page.Entries)
 		}
 	})
+}
+
+func TestAuditPracticeScope(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	root := newAdmin(t, srv)
+	mueller, other := srv.Register(t, "pa-mueller"), srv.Register(t, "someone")
+	srv.Admin.SetPracticeScope(func(ctx context.Context, caller *users.Device) (string, error) {
+		if caller.UserID == "@pa-mueller:hs1.test" {
+			return "praxis-mueller", nil
+		}
+		return "", nil
+	})
+	for _, p := range []string{"praxis-mueller", "praxis-schmidt", "", "praxis-mueller"} {
+		if _, err := srv.Admin.Audit().Append(ctx, nil, admin.Record{Actor: "@x:hs1.test", Action: "staff.add", Target: "t", Practice: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type page struct {
+		Entries []admin.Entry `json:"entries"`
+	}
+	seqs := func(p page) string {
+		var s []string
+		for _, e := range p.Entries {
+			s = append(s, e.Practice+"#"+strconv.FormatInt(e.Seq, 10))
+		}
+		return strings.Join(s, " ")
+	}
+	for _, tc := range []struct {
+		name   string
+		c      *mautrix.Client
+		query  string
+		want   string
+		status int
+	}{
+		{"server admin sees all", root, "", "praxis-mueller#1 praxis-schmidt#2 #3 praxis-mueller#4", 200},
+		{"server admin filters", root, "?practice=praxis-schmidt", "praxis-schmidt#2", 200},
+		{"practice admin sees their practice", mueller, "", "praxis-mueller#1 praxis-mueller#4", 200},
+		{"practice admin cannot widen", mueller, "?practice=praxis-schmidt", "praxis-mueller#1 praxis-mueller#4", 200},
+		{"others are refused", other, "", "", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p page
+			st, code := call(t, tc.c, "GET", "/_praxis/admin/v1/audit"+tc.query, nil, &p)
+			if st != tc.status || seqs(p) != tc.want {
+				t.Errorf("got %d %s %q, want %d %q", st, code, seqs(p), tc.status, tc.want)
+			}
+		})
+	}
+	// verification stays with server admins
+	if st, code := call(t, mueller, "GET", "/_praxis/admin/v1/audit/verify", nil, nil); st != 403 {
+		t.Errorf("practice admin verify: %d %s, want 403", st, code)
+	}
 }

@@ -31,8 +31,9 @@ func queryTime(r *http.Request, name string) (int64, error) {
 }
 
 // listAudit serves GET /_praxis/admin/v1/audit: from (a seq), limit, dir,
-// since, until, actor, action, target.
-func (s *Service) listAudit(r *http.Request, caller *users.Device) (any, error) {
+// since, until, actor, action, target, practice. A practice admin gets
+// their practice's entries whatever they ask for.
+func (s *Service) listAudit(r *http.Request, caller *users.Device, practice *string) (any, error) {
 	q := AuditQuery{}
 	from, err := queryInt(r, "from", 0)
 	if err != nil {
@@ -56,6 +57,13 @@ func (s *Service) listAudit(r *http.Request, caller *users.Device) (any, error) 
 	}
 	qv := r.URL.Query()
 	q.Actor, q.Action, q.Target = qv.Get("actor"), qv.Get("action"), qv.Get("target")
+	switch {
+	case practice != nil:
+		q.Practice = practice
+	case qv.Has("practice"):
+		p := qv.Get("practice")
+		q.Practice = &p
+	}
 	entries, next, err := s.audit.List(r.Context(), q)
 	if err != nil {
 		return nil, err
