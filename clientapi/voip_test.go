@@ -148,11 +148,14 @@ func TestTurnServerEmbeddedRelay(t *testing.T) {
 // gets credentials while a staff member's m.call.invite rings, not before
 // and not after the hangup.
 func TestTurnServerStaffOnlyDuringCall(t *testing.T) {
-	srv := hstest.New(t, hstest.WithConfig(func(c *config.Config) {
+	hstest.Each(t, staffOnlyDuringCall, hstest.WithConfig(func(c *config.Config) {
 		externalTURN(c)
 		c.TURN.StaffOnly = true
 		c.Rooms.EncryptByDefault = false
 	}))
+}
+
+func staffOnlyDuringCall(t *testing.T, srv *hstest.Server) {
 	ctx := t.Context()
 	for localpart, kind := range map[string]string{"drsmith": "staff", "patient": "patient"} {
 		if _, err := srv.Users.CreateAccount(ctx, localpart, "password-"+localpart, false, kind); err != nil {
