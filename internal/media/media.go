@@ -97,6 +97,7 @@ type Service struct {
 	uploadedBytes      atomic.Int64
 	policyRejections   atomic.Int64
 	audit              AuditFunc
+	keep               KeepFunc
 }
 
 // New builds the repository storing files under root (<data_dir>/media).

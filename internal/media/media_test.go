@@ -594,3 +594,31 @@ func TestWritePrometheus(t *testing.T) {
 		}
 	})
 }
+
+func TestRetentionSparesWhatTheKeepHookNames(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, clk := newTestService(t, db, func(c *config.Media) { c.RetentionDays = 1 })
+		avatar := upload(t, s, alice, "image/png", testPNG(t, 2, 2))
+		letter := upload(t, s, alice, "application/pdf", pdfBytes)
+		var asked []string
+		s.SetRetentionKeep(func(ctx context.Context, mxcs []string) (map[string]bool, error) {
+			asked = append(asked, mxcs...)
+			return map[string]bool{avatar.MXC(): true}, nil
+		})
+		clk.advance(48 * time.Hour)
+		res, err := s.Purge(ctx)
+		if err != nil || res.Media != 1 {
+			t.Fatalf("purge = %+v, %v; want the letter deleted", res, err)
+		}
+		if len(asked) != 2 {
+			t.Fatalf("keep hook asked about %v, want both media", asked)
+		}
+		if m, _ := s.Get(ctx, "hs1.test", avatar.MediaID); m == nil {
+			t.Fatal("the avatar the hook kept was deleted")
+		}
+		if m, _ := s.Get(ctx, "hs1.test", letter.MediaID); m != nil {
+			t.Fatal("the old letter survived retention")
+		}
+	})
+}

@@ -11,6 +11,29 @@ import (
 // picks; each is then deleted in its own short transaction.
 const retentionBatch = 200
 
+// KeepFunc reports which of the given content URIs retention must spare:
+// media still in use as a profile or room avatar or a practice logo is
+// not a medical file and must not vanish with age. The homeserver wires
+// it to the services that know (users, rooms).
+type KeepFunc func(ctx context.Context, mxcs []string) (map[string]bool, error)
+
+// SetRetentionKeep installs the keep hook; without one, retention spares
+// nothing.
+func (s *Service) SetRetentionKeep(fn KeepFunc) { s.keep = fn }
+
+func (s *Service) keepers(ctx context.Context, ids [][2]string) (map[string]bool, error) {
+	if s.keep == nil || len(ids) == 0 {
+		return nil, nil
+	}
+	mxcs := make([]string, len(ids))
+	for i, id := range ids {
+		mxcs[i] = mxc(id[0], id[1])
+	}
+	return s.keep(ctx, mxcs)
+}
+
+func mxc(origin, mediaID string) string { return "mxc://" + origin + "/" + mediaID }
+
 // PurgeResult says what one retention pass removed.
 type PurgeResult struct {
 	ExpiredIDs int // async IDs never uploaded
@@ -38,24 +61,31 @@ func (s *Service) Purge(ctx context.Context) (PurgeResult, error) {
 			continue
 		}
 		cutoff := now.Add(-ru.age).UnixMilli()
+		kept := 0 // rows the keep hook spared stay in the result: page past them
 		for {
-			ids, err := s.olderThan(ctx, ru.column, cutoff)
+			ids, err := s.olderThan(ctx, ru.column, cutoff, kept)
 			if err != nil {
 				return res, err
 			}
-			deleted := 0
+			keep, err := s.keepers(ctx, ids)
+			if err != nil {
+				return res, fmt.Errorf("retention: ask which media to keep: %w", err)
+			}
 			for _, id := range ids {
+				if keep[mxc(id[0], id[1])] {
+					kept++
+					continue
+				}
 				if err := s.Delete(ctx, id[0], id[1]); err != nil {
 					if isNotFound(err) {
 						continue // deleted concurrently
 					}
 					return res, fmt.Errorf("retention: %w", err)
 				}
-				deleted++
 				res.Media++
 				s.deletedByRetention.Add(1)
 			}
-			if len(ids) < retentionBatch || deleted == 0 {
+			if len(ids) < retentionBatch {
 				break
 			}
 		}
@@ -68,10 +98,10 @@ func (s *Service) Purge(ctx context.Context) (PurgeResult, error) {
 	return res, nil
 }
 
-func (s *Service) olderThan(ctx context.Context, column string, cutoff int64) ([][2]string, error) {
+func (s *Service) olderThan(ctx context.Context, column string, cutoff int64, skip int) ([][2]string, error) {
 	// column is one of two constants above, never input.
-	rows, err := s.db.Query(ctx, `SELECT origin, media_id FROM media WHERE content_hash IS NOT NULL AND `+column+` < $1 ORDER BY `+column+` LIMIT $2`,
-		cutoff, retentionBatch)
+	rows, err := s.db.Query(ctx, `SELECT origin, media_id FROM media WHERE content_hash IS NOT NULL AND `+column+` < $1 ORDER BY `+column+`, origin, media_id LIMIT $2 OFFSET $3`,
+		cutoff, retentionBatch, skip)
 	if err != nil {
 		return nil, fmt.Errorf("find media for retention: %w", err)
 	}
