@@ -26,18 +26,21 @@ type auditEntry struct {
 func init() {
 	var list struct {
 		since, until, actor, action string
+		target, practice            string
 		limit                       int
 		from                        int64
 		newest                      bool
 	}
 	register(&command{
-		name: "audit list", args: "[--since 7d|TIME] [--until TIME] [--actor U] [--action A] [--newest-first] [--limit N] [--from SEQ]",
+		name: "audit list", args: "[--since 7d|TIME] [--until TIME] [--actor U] [--action A] [--target T] [--practice P] [--newest-first] [--limit N] [--from SEQ]",
 		help: "show the audit log of admin actions",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&list.since, "since", "", "only entries after this: a duration back from now (7d, 12h) or a time")
 			fs.StringVar(&list.until, "until", "", "only entries before this")
 			fs.StringVar(&list.actor, "actor", "", "only actions of this user ID")
 			fs.StringVar(&list.action, "action", "", "only this action (e.g. user.deactivate)")
+			fs.StringVar(&list.target, "target", "", "only actions on this target (e.g. a user ID)")
+			fs.StringVar(&list.practice, "practice", "", "only entries of this practice")
 			fs.BoolVar(&list.newest, "newest-first", false, "newest entries first")
 			fs.IntVar(&list.limit, "limit", 100, "page size")
 			fs.Int64Var(&list.from, "from", 0, "start at this entry (next_token of the previous page)")
@@ -66,6 +69,12 @@ func init() {
 			}
 			if list.action != "" {
 				q.Set("action", list.action)
+			}
+			if list.target != "" {
+				q.Set("target", list.target)
+			}
+			if list.practice != "" {
+				q.Set("practice", list.practice)
 			}
 			if list.newest {
 				q.Set("dir", "b")
