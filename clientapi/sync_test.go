@@ -690,3 +690,53 @@ func TestSyncProfileChangeIsNotAJoin(t *testing.T) {
 		}
 	})
 }
+
+func TestSyncKnockSection(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Sprechstunde",
+			InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}})
+		since := syncRaw(t, bob, map[string]string{}).Get("next_batch").String()
+		if _, err := bob.KnockRoom(ctx, string(roomID), &mautrix.ReqKnockRoom{}); err != nil {
+			t.Fatalf("knock: %v", err)
+		}
+		resp := syncRaw(t, bob, map[string]string{"since": since})
+		var sawKnock, sawName bool
+		for _, e := range room(resp, "knock", roomID).Get("knock_state.events").Array() {
+			sawKnock = sawKnock || (e.Get("type").String() == "m.room.member" && e.Get("content.membership").String() == "knock")
+			sawName = sawName || e.Get("content.name").String() == "Sprechstunde"
+		}
+		if !sawKnock || !sawName {
+			t.Errorf("knock section = %s, want the knock and the room name", resp.Get("rooms").Raw)
+		}
+		if room(resp, "join", roomID).Exists() || room(resp, "invite", roomID).Exists() {
+			t.Error("knocked room appears in join or invite")
+		}
+	})
+}
+
+func TestSyncHistoryVisibility(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		for _, tc := range []struct {
+			visibility string
+			wantBefore bool
+		}{
+			{"joined", false},
+			{"shared", true},
+		} {
+			t.Run(tc.visibility, func(t *testing.T) {
+				roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat",
+					InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": tc.visibility}}}}})
+				mustSend(t, alice, roomID, "before bob")
+				mustJoin(t, bob, roomID)
+				mustSend(t, alice, roomID, "after bob")
+				got := bodies(room(syncRaw(t, bob, map[string]string{}), "join", roomID).Get("timeline"))
+				if has(got, "before bob") != tc.wantBefore || !has(got, "after bob") {
+					t.Errorf("bob's timeline = %v; want the earlier message: %v", got, tc.wantBefore)
+				}
+			})
+		}
+	})
+}
