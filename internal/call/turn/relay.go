@@ -299,7 +299,7 @@ func (g *relayGenerator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 		r.release(conf.UserID)
 		return nil, nil, err
 	}
-	return &relayConn{PacketConn: pc, r: r, userID: conf.UserID, limiter: lim}, addr, nil
+	return &relayConn{PacketConn: pc, r: r, userID: conf.UserID, limiter: lim, start: time.Now()}, addr, nil
 }
 
 func (g *relayGenerator) AllocateListener(turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
@@ -328,12 +328,15 @@ type relayConn struct {
 	r         *Relay
 	userID    string
 	limiter   *rate.Limiter
+	start     time.Time
+	bytes     atomic.Uint64
 	closeOnce sync.Once
 }
 
 func (c *relayConn) allow(n int) bool {
 	if c.limiter == nil || c.limiter.AllowN(time.Now(), n) {
 		c.r.relayedBytes.Add(uint64(n))
+		c.bytes.Add(uint64(n))
 		return true
 	}
 	c.r.droppedPackets.Add(1)
@@ -359,7 +362,12 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 func (c *relayConn) Close() error {
-	c.closeOnce.Do(func() { c.r.release(c.userID) })
+	c.closeOnce.Do(func() {
+		c.r.release(c.userID)
+		// IDs and durations only: nothing about whom the user talked to.
+		slog.Info("turn allocation ended", "user_id", c.userID,
+			"duration", time.Since(c.start).Round(time.Second).String(), "relayed_bytes", c.bytes.Load())
+	})
 	return c.PacketConn.Close()
 }
 
