@@ -550,3 +550,36 @@ func TestUpdateAccountDataConcurrent(t *testing.T) {
 		}
 	})
 }
+
+func TestAuthenticateTouchesDevice(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, now := newTestService(t, db)
+		_, sess, err := s.Register(ctx, Registration{Localpart: "a", DeviceID: "D"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := func() int64 {
+			d, err := s.Device(ctx, "@a:hs.test", "D")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.LastSeenTS
+		}
+		login := seen()
+		*now = now.Add(time.Minute)
+		if _, err := s.Authenticate(ctx, sess.AccessToken); err != nil {
+			t.Fatal(err)
+		}
+		if got := seen(); got != login {
+			t.Errorf("last_seen_ts moved after a minute: %d → %d", login, got)
+		}
+		*now = now.Add(10 * time.Minute)
+		if _, err := s.Authenticate(ctx, sess.AccessToken); err != nil {
+			t.Fatal(err)
+		}
+		if got := seen(); got != now.UnixMilli() {
+			t.Errorf("last_seen_ts = %d after 11 minutes, want %d", got, now.UnixMilli())
+		}
+	})
+}

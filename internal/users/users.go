@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -282,9 +283,12 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Device, erro
 	var d Device
 	var expires int64
 	var deactivated bool
-	err := s.db.QueryRow(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, a.is_admin, a.deactivated, a.kind
-		FROM access_tokens t JOIN accounts a ON a.user_id = t.user_id WHERE t.token_hash = $1`, HashToken(token)).
-		Scan(&d.UserID, &d.DeviceID, &expires, &d.IsAdmin, &deactivated, &d.Kind)
+	var lastSeen sql.NullInt64
+	err := s.db.QueryRow(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, a.is_admin, a.deactivated, a.kind, d.last_seen_ts
+		FROM access_tokens t JOIN accounts a ON a.user_id = t.user_id
+		LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
+		WHERE t.token_hash = $1`, HashToken(token)).
+		Scan(&d.UserID, &d.DeviceID, &expires, &d.IsAdmin, &deactivated, &d.Kind, &lastSeen)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrUnknownToken
 	}
@@ -294,10 +298,27 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Device, erro
 	if deactivated {
 		return nil, ErrUnknownToken
 	}
-	if expires != 0 && s.now().UnixMilli() >= expires {
+	now := s.now().UnixMilli()
+	if expires != 0 && now >= expires {
 		return nil, ErrTokenExpired
 	}
+	if lastSeen.Valid && now-lastSeen.Int64 > lastSeenResolution.Milliseconds() {
+		s.touchDevice(ctx, d.UserID, d.DeviceID, now)
+	}
 	return &d, nil
+}
+
+// lastSeenResolution bounds how often a device's last_seen_ts is written:
+// clients (Element's session manager) flag devices unseen for months as
+// inactive, so it must move, but not with a write on every request.
+const lastSeenResolution = 5 * time.Minute
+
+func (s *Service) touchDevice(ctx context.Context, userID, deviceID string, now int64) {
+	_, err := s.db.Exec(ctx, `UPDATE devices SET last_seen_ts = $1 WHERE user_id = $2 AND device_id = $3 AND last_seen_ts < $4`,
+		now, userID, deviceID, now-lastSeenResolution.Milliseconds())
+	if err != nil && ctx.Err() == nil {
+		slog.WarnContext(ctx, "update device last seen", "user_id", userID, "device_id", deviceID, "err", err)
+	}
 }
 
 // Refresh exchanges a refresh token for a new access and refresh token
