@@ -740,3 +740,32 @@ func TestSyncHistoryVisibility(t *testing.T) {
 		}
 	})
 }
+
+func TestSyncTypingExpiresAndWakesSyncers(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	mustJoin(t, bob, roomID)
+	if _, err := bob.UserTyping(ctx, roomID, true, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	resp := syncRaw(t, alice, map[string]string{})
+	if !strings.Contains(room(resp, "join", roomID).Get("ephemeral").Raw, string(bob.UserID)) {
+		t.Fatalf("bob is not typing in the initial sync: %s", room(resp, "join", roomID).Get("ephemeral").Raw)
+	}
+	start := time.Now()
+	resp = syncRaw(t, alice, map[string]string{"since": resp.Get("next_batch").String(), "timeout": "10000"})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("typing expiry woke the long-poll only after %v", took)
+	}
+	var typing gjson.Result
+	for _, e := range room(resp, "join", roomID).Get("ephemeral.events").Array() {
+		if e.Get("type").String() == "m.typing" {
+			typing = e
+		}
+	}
+	if !typing.Exists() || len(typing.Get("content.user_ids").Array()) != 0 {
+		t.Errorf("after expiry m.typing = %s, want an empty user_ids", typing.Raw)
+	}
+}
