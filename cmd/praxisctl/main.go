@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -106,6 +107,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, rest := findCommand(rest)
 	if cmd == nil {
+		var subs []string
+		for _, c := range commands {
+			if group, sub, ok := strings.Cut(c.name, " "); ok && group == rest[0] {
+				subs = append(subs, sub)
+			}
+		}
+		if len(subs) > 0 {
+			slices.Sort(subs)
+			fmt.Fprintf(stderr, "praxisctl %s: want a subcommand: %s\n", rest[0], strings.Join(subs, ", "))
+			return exitUsage
+		}
 		fmt.Fprintf(stderr, "praxisctl: unknown command %q (praxisctl help lists them)\n", strings.Join(rest, " "))
 		return exitUsage
 	}
@@ -186,16 +198,18 @@ func (c *cli) usage() {
 	w := c.stdout
 	fmt.Fprintln(w, "praxisctl administers a Praxis homeserver.")
 	fmt.Fprintln(w, "\nusage: praxisctl [--server URL] [--token T | --token-file F] [--json] COMMAND [ARGS] [FLAGS]")
-	fmt.Fprintln(w, "\nCommands (online, through the admin API):")
-	for _, cmd := range commands {
-		if !cmd.offline {
-			fmt.Fprintf(w, "  %-24s %s\n", cmd.name+" "+cmd.args, cmd.help)
+	sorted := slices.Clone(commands)
+	slices.SortFunc(sorted, func(a, b *command) int { return strings.Compare(a.name, b.name) })
+	for _, offline := range []bool{false, true} {
+		if offline {
+			fmt.Fprintln(w, "\nCommands (offline):")
+		} else {
+			fmt.Fprintln(w, "\nCommands (online, through the admin API):")
 		}
-	}
-	fmt.Fprintln(w, "\nCommands (offline):")
-	for _, cmd := range commands {
-		if cmd.offline {
-			fmt.Fprintf(w, "  %-24s %s\n", cmd.name+" "+cmd.args, cmd.help)
+		for _, cmd := range sorted {
+			if cmd.offline == offline {
+				fmt.Fprintf(w, "  %-20s %s\n", cmd.name, cmd.help)
+			}
 		}
 	}
 	fmt.Fprintln(w, "\nThe admin token comes from --token, --token-file or $PRAXIS_ADMIN_TOKEN.")

@@ -170,6 +170,7 @@ func TestFailures(t *testing.T) {
 		{"non-admin", []string{"--server", srv.URL, "--token", alice.AccessToken, "user", "list"}, 1, "M_FORBIDDEN"},
 		{"bad token", []string{"--server", srv.URL, "--token", "nope", "room", "list"}, 1, "M_UNKNOWN_TOKEN"},
 		{"unknown command", []string{"frobnicate"}, 2, "unknown command"},
+		{"group without subcommand", []string{"token"}, 2, "want a subcommand: create, delete, list, show"},
 		{"missing argument", []string{"--server", srv.URL, "--token", "x", "user", "show"}, 2, "want one user"},
 		{"unknown flag", []string{"user", "list", "--bogus"}, 2, "bogus"},
 		{"bad server URL", []string{"--server", "ftp://x", "--token", "x", "user", "list"}, 2, "not an http(s) URL"},
