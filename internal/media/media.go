@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -91,6 +92,7 @@ type Service struct {
 
 	thumbMu    sync.Mutex
 	thumbLocks map[string]*thumbLock
+	thumbSem   chan struct{} // bounds concurrent thumbnail generation
 
 	deletedByRetention atomic.Int64
 	uploads            atomic.Int64
@@ -116,6 +118,7 @@ func New(db *storage.DB, root, serverName string, cfg config.Media) (*Service, e
 		unaccessed: time.Duration(cfg.RetentionUnaccessedDays) * 24 * time.Hour,
 		waiters:    map[string][]chan struct{}{},
 		thumbLocks: map[string]*thumbLock{},
+		thumbSem:   make(chan struct{}, max(1, runtime.NumCPU())),
 	}
 	s.SetClock(time.Now)
 	return s, nil

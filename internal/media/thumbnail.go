@@ -73,6 +73,14 @@ func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, req Thu
 		return c, err
 	}
 
+	// Decoding a large photo takes tens of megabytes: bound how many run
+	// at once.
+	select {
+	case s.thumbSem <- struct{}{}:
+		defer func() { <-s.thumbSem }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	f, err := s.files.open(m.ContentHash)
 	if err != nil {
 		return nil, fmt.Errorf("open original %s: %w", m.MediaID, err)
@@ -178,19 +186,24 @@ func resize(src image.Image, w, h int, crop bool) *image.RGBA {
 			sh = ch
 		}
 	}
-	// Work on premultiplied RGBA so transparent pixels do not bleed colour.
-	rgba := image.NewRGBA(image.Rect(0, 0, sw, sh))
-	draw.Draw(rgba, rgba.Bounds(), src, image.Pt(sx0, sy0), draw.Src)
+	// Convert one strip of source rows at a time to premultiplied RGBA
+	// (so transparent pixels do not bleed colour): memory stays at the
+	// decoded image plus one strip, not a second full copy.
 	dst := image.NewRGBA(image.Rect(0, 0, w, h))
+	var strip *image.RGBA
 	for dy := 0; dy < h; dy++ {
 		y0 := dy * sh / h
 		y1 := max(y0+1, (dy+1)*sh/h)
+		if strip == nil || strip.Rect.Dy() < y1-y0 {
+			strip = image.NewRGBA(image.Rect(0, 0, sw, y1-y0))
+		}
+		draw.Draw(strip, image.Rect(0, 0, sw, y1-y0), src, image.Pt(sx0, sy0+y0), draw.Src)
 		for dx := 0; dx < w; dx++ {
 			x0 := dx * sw / w
 			x1 := max(x0+1, (dx+1)*sw/w)
 			var r, g, bl, a, n uint64
-			for y := y0; y < y1; y++ {
-				row := rgba.Pix[y*rgba.Stride+x0*4 : y*rgba.Stride+x1*4]
+			for y := 0; y < y1-y0; y++ {
+				row := strip.Pix[y*strip.Stride+x0*4 : y*strip.Stride+x1*4]
 				for i := 0; i < len(row); i += 4 {
 					r += uint64(row[i])
 					g += uint64(row[i+1])
