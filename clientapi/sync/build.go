@@ -7,6 +7,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"praxis/internal/ephemeral"
 	"praxis/roomserver"
 )
 
@@ -491,57 +492,73 @@ func (s *Service) readEphemeral(ctx context.Context, req *Request, works []*room
 	if !wantTyping && !wantReceipts {
 		return nil
 	}
-	var ids []string
+	// Rooms sent in full (initial sync, full_state, joined in the window)
+	// get everyone typing and every receipt; the others what changed.
+	var deltaIDs, fullIDs []string
 	byID := map[string]*roomWork{}
 	for _, w := range works {
 		if w.join && ef.AllowsRoom(w.m.RoomID) {
-			ids = append(ids, w.m.RoomID)
 			byID[w.m.RoomID] = w
-		}
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	if wantTyping {
-		typing, err := s.ephemeral.Typing(ctx, ids, since, head)
-		if err != nil {
-			return err
-		}
-		for room, userIDs := range typing {
-			b, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": userIDs}})
-			byID[room].ephemeral = append(byID[room].ephemeral, b)
-		}
-	}
-	if wantReceipts {
-		receipts, err := s.ephemeral.Receipts(ctx, req.UserID, ids, since, head)
-		if err != nil {
-			return err
-		}
-		for room, rs := range receipts {
-			// content: event ID → receipt type → user ID → {ts, thread_id}
-			content := map[string]map[string]map[string]map[string]any{}
-			for _, r := range rs {
-				byType := content[r.EventID]
-				if byType == nil {
-					byType = map[string]map[string]map[string]any{}
-					content[r.EventID] = byType
-				}
-				byUser := byType[r.Type]
-				if byUser == nil {
-					byUser = map[string]map[string]any{}
-					byType[r.Type] = byUser
-				}
-				info := map[string]any{"ts": r.TS}
-				if r.ThreadID != "" {
-					info["thread_id"] = r.ThreadID
-				}
-				byUser[r.UserID] = info
+			if w.full {
+				fullIDs = append(fullIDs, w.m.RoomID)
+			} else {
+				deltaIDs = append(deltaIDs, w.m.RoomID)
 			}
-			b, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
-			byID[room].ephemeral = append(byID[room].ephemeral, b)
+		}
+	}
+	for _, batch := range []struct {
+		ids   []string
+		since int64
+	}{{deltaIDs, since}, {fullIDs, 0}} {
+		if len(batch.ids) == 0 {
+			continue
+		}
+		if wantTyping {
+			typing, err := s.ephemeral.Typing(ctx, batch.ids, batch.since, head)
+			if err != nil {
+				return err
+			}
+			for room, userIDs := range typing {
+				b, _ := json.Marshal(map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": userIDs}})
+				byID[room].ephemeral = append(byID[room].ephemeral, b)
+			}
+		}
+		if wantReceipts {
+			receipts, err := s.ephemeral.Receipts(ctx, req.UserID, batch.ids, batch.since, head)
+			if err != nil {
+				return err
+			}
+			for room, rs := range receipts {
+				byID[room].ephemeral = append(byID[room].ephemeral, receiptEvent(rs))
+			}
 		}
 	}
 	return nil
+}
+
+// receiptEvent renders one room's receipts as an m.receipt event:
+// event ID → receipt type → user ID → {ts, thread_id}.
+func receiptEvent(rs []ephemeral.Receipt) json.RawMessage {
+	content := map[string]map[string]map[string]map[string]any{}
+	for _, r := range rs {
+		byType := content[r.EventID]
+		if byType == nil {
+			byType = map[string]map[string]map[string]any{}
+			content[r.EventID] = byType
+		}
+		byUser := byType[r.Type]
+		if byUser == nil {
+			byUser = map[string]map[string]any{}
+			byType[r.Type] = byUser
+		}
+		info := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			info["thread_id"] = r.ThreadID
+		}
+		byUser[r.UserID] = info
+	}
+	b, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+	return b
 }
 
 // readCounts fills unread counts and summaries of the joined rooms in the
