@@ -336,3 +336,17 @@ func TestRelayPrometheusText(t *testing.T) {
 		}
 	}
 }
+
+func TestRelayPortRange(t *testing.T) {
+	r, _ := startRelay(t, func(c *RelayConfig) { c.MinPort, c.MaxPort = 47000, 47999 })
+	user, pass := creds("@alice:hs1.test", time.Now().Add(time.Hour))
+	for range 3 {
+		relay, err := allocate(t, udpURI(r), user, pass, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := relay.LocalAddr().(*net.UDPAddr).Port; p < 47000 || p > 47999 {
+			t.Fatalf("relay port %d outside relay_ports 47000-47999", p)
+		}
+	}
+}
