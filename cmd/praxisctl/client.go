@@ -124,6 +124,11 @@ func (a *api) do(ctx context.Context, method, path string, query url.Values, bod
 			if e.Message == "" {
 				e.Message = http.StatusText(resp.StatusCode)
 			}
+			if resp.StatusCode == http.StatusNotFound {
+				// A plain-text 404 is not the admin API answering: most
+				// likely the server runs it on its own admin.listen address.
+				e.Message += " (no admin API at " + a.base + "; is it on the admin.listen address?)"
+			}
 		}
 		return nil, e
 	}
