@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -191,6 +192,15 @@ func (s *Service) Credentials(ctx context.Context, c Caller) (*Credentials, erro
 		URIs:     s.uris,
 		TTL:      int64(ttl / time.Second),
 	}, nil
+}
+
+// WritePrometheus writes the embedded relay's metrics; nothing when TURN
+// is external or off.
+func (s *Service) WritePrometheus(w io.Writer) error {
+	if s.relay == nil {
+		return nil
+	}
+	return s.relay.WritePrometheus(w)
 }
 
 // Close stops the embedded relay.

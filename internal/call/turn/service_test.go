@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,5 +88,16 @@ func TestDerivedURIs(t *testing.T) {
 		if _, err := ParseURI(u); err != nil {
 			t.Errorf("derived URI does not parse: %v", err)
 		}
+	}
+}
+
+func TestServiceMetricsWithoutRelay(t *testing.T) {
+	s, err := New(t.Context(), config.Defaults().TURN, "hs1.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := s.WritePrometheus(&b); err != nil || b.Len() != 0 {
+		t.Fatalf("WritePrometheus without relay = %q, %v; want nothing", b.String(), err)
 	}
 }
