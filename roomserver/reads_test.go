@@ -1023,3 +1023,74 @@ func cmpDiff(want, got any) string {
 	}
 	return fmt.Sprintf("-%+v\n+%+v", want, got)
 }
+
+func TestFilterVisibleBatchesAcrossRooms(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := t.Context()
+		joinedRoom := newReadFixture(t, db, CreateRoomRequest{Preset: PresetPublicChat})
+		s := joinedRoom.s
+		joinedRoom.state(alice, "m.room.history_visibility", "", `{"history_visibility":"joined"}`)
+		hidden := joinedRoom.say(alice, "hidden")
+		joinedRoom.join(bob)
+		seen := joinedRoom.say(alice, "seen")
+
+		res, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: alice, Preset: PresetPublicChat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared := &readFixture{t: t, s: s, db: db, room: res.RoomID}
+		early := shared.say(alice, "early")
+		shared.join(bob)
+		shared.leave(bob)
+		late := shared.say(alice, "late")
+
+		res, err = s.CreateRoom(ctx, CreateRoomRequest{Creator: alice, Preset: PresetPrivateChat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		private := &readFixture{t: t, s: s, db: db, room: res.RoomID}
+		secret := private.say(alice, "secret")
+
+		events, err := s.EventsByID(ctx, []string{late, hidden, secret, early, seen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.FilterVisible(ctx, bob, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// order kept; "early" is shared history bob joined after
+		if diff := cmpDiff([]string{"early", "seen"}, bodies(got)); diff != "" {
+			t.Errorf("bob sees (-want +got):\n%s", diff)
+		}
+		if got, err := s.FilterVisible(ctx, bob, nil); err != nil || len(got) != 0 {
+			t.Errorf("FilterVisible(nil) = %v, %v", got, err)
+		}
+	})
+}
+
+// FuzzParseToken: any input either fails with M_INVALID_PARAM or parses,
+// and a parsed topological token renders back to an equivalent token.
+func FuzzParseToken(f *testing.F) {
+	for _, s := range []string{"t1_2", "s5", "s5_3", "t0_-1", "t", "x", "t9223372036854775807_9223372036854775807", "s-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := ParseToken(s)
+		if err != nil {
+			if errCode(err) != "M_INVALID_PARAM" {
+				t.Fatalf("ParseToken(%q) error %v is not M_INVALID_PARAM", s, err)
+			}
+			return
+		}
+		if tok.Stream < -1 || tok.Depth < 0 {
+			t.Fatalf("ParseToken(%q) = %+v: negative position accepted", s, tok)
+		}
+		if tok.Topological {
+			again, err := ParseToken(TopoToken(tok.Depth, tok.Stream))
+			if err != nil || again != tok {
+				t.Fatalf("round trip of %q: %+v, %v", s, again, err)
+			}
+		}
+	})
+}
