@@ -412,3 +412,34 @@ func (s *Service) SyncMembershipOf(ctx context.Context, roomID, userID string) (
 	}
 	return m, nil
 }
+
+// SyncChanged is the cheap test a waiting /sync makes when the stream
+// moves: did any membership of userID, or any event in a room userID is
+// joined to, take a position in (since, upto]? It also lists the joined
+// rooms, for the checks of the other streams.
+func (s *Service) SyncChanged(ctx context.Context, userID string, since, upto int64) (bool, []string, error) {
+	rows, err := s.db.Query(ctx, `SELECT r.room_id, m.membership,
+			CASE WHEN m.stream_pos > $2 AND m.stream_pos <= $3 THEN 1
+				WHEN m.membership = 'join' AND EXISTS (SELECT 1 FROM events e
+					WHERE e.room_nid = m.room_nid AND e.stream_pos > $2 AND e.stream_pos <= $3) THEN 1
+				ELSE 0 END
+		FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid WHERE m.user_id = $1`, userID, since, upto)
+	if err != nil {
+		return false, nil, fmt.Errorf("check changes for %s: %w", userID, err)
+	}
+	defer rows.Close()
+	changed := false
+	var joined []string
+	for rows.Next() {
+		var room, membership string
+		var c int
+		if err := rows.Scan(&room, &membership, &c); err != nil {
+			return false, nil, err
+		}
+		changed = changed || c == 1
+		if membership == "join" {
+			joined = append(joined, room)
+		}
+	}
+	return changed, joined, rows.Err()
+}

@@ -32,6 +32,7 @@ type Rooms interface {
 	SyncUnreadCounts(ctx context.Context, userID string, after map[int64]int64) (map[int64][2]int, error)
 	FilterVisible(ctx context.Context, userID string, events []*roomserver.StoredEvent) ([]*roomserver.StoredEvent, error)
 	EventsByID(ctx context.Context, ids []string) ([]*roomserver.StoredEvent, error)
+	SyncChanged(ctx context.Context, userID string, since, upto int64) (bool, []string, error)
 }
 
 // Ephemeral is the typing and receipt store (*ephemeral.Service).
@@ -39,6 +40,7 @@ type Ephemeral interface {
 	Typing(ctx context.Context, roomIDs []string, since, upto int64) (map[string][]string, error)
 	Receipts(ctx context.Context, viewer string, roomIDs []string, since, upto int64) (map[string][]ephemeral.Receipt, error)
 	ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error)
+	Changed(ctx context.Context, viewer string, roomIDs []string, since, upto int64) (bool, error)
 }
 
 // Accounts is account data and stored filters (*users.Service).
@@ -188,37 +190,98 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		defer t.Stop()
 		deadline = t.C
 	}
+	// Take the wake-up channel before reading the head: a position
+	// published after this point closes it, so none is missed.
+	changed := s.notifier.Changed()
+	head, err := s.readHead(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.build(ctx, req, head)
+	if err != nil || deadline == nil || !resp.empty() {
+		return resp, err
+	}
+	// Nothing for this user up to head: sleep until the stream moves, then
+	// ask the cheap question "anything for me in (head, new head]?" and
+	// build a response only when the answer is yes.
 	for {
-		// Take the wake-up channel before reading the head: a position
-		// published after this point closes it, so none is missed.
-		changed := s.notifier.Changed()
-		head, err := s.head(ctx)
+		if s.notifier.Position() <= head {
+			select {
+			case <-changed:
+			case <-deadline:
+				// the final answer: empty, or whatever arrived just now,
+				// with fresh key counts and the latest position
+				if head, err = s.readHead(ctx, req); err != nil {
+					return nil, err
+				}
+				return s.build(ctx, req, head)
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		changed = s.notifier.Changed()
+		newHead, err := s.readHead(ctx, req)
 		if err != nil {
 			return nil, err
 		}
-		if req.HasSince && req.Since.Pos > head {
-			// a token from the future (another process is ahead of our
-			// read, or the database was restored): nothing to send yet
-			head = req.Since.Pos
-		}
-		resp, err := s.build(ctx, req, head)
-		if err != nil {
-			return nil, err
-		}
-		if deadline == nil || !resp.empty() {
-			return resp, nil
-		}
-		if s.notifier.Position() > head {
+		if newHead <= head {
 			continue
 		}
-		// Nothing for this user up to head: sleep until the stream moves,
-		// then look again.
-		select {
-		case <-changed:
-		case <-deadline:
-			return resp, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		news, err := s.anythingNew(ctx, req, head, newHead)
+		if err != nil {
+			return nil, err
+		}
+		head = newHead
+		if !news {
+			continue
+		}
+		if resp, err = s.build(ctx, req, head); err != nil || !resp.empty() {
+			return resp, err
 		}
 	}
+}
+
+// readHead reads the committed stream head. A token from the future
+// (another process ahead of our read, or a restored database) counts as
+// the head: there is nothing to send until the stream passes it.
+func (s *Service) readHead(ctx context.Context, req *Request) (int64, error) {
+	head, err := s.head(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if req.HasSince && req.Since.Pos > head {
+		head = req.Since.Pos
+	}
+	return head, nil
+}
+
+// anythingNew reports whether any stream holds something for the caller in
+// (since, upto]. A yes may still build an empty response (history
+// visibility, filters); a no is certain.
+func (s *Service) anythingNew(ctx context.Context, req *Request, since, upto int64) (bool, error) {
+	changed, joined, err := s.rooms.SyncChanged(ctx, req.UserID, since, upto)
+	if err != nil || changed {
+		return changed, err
+	}
+	if changed, err = s.ephemeral.Changed(ctx, req.UserID, joined, since, upto); err != nil || changed {
+		return changed, err
+	}
+	ad, err := s.accounts.AccountDataSince(ctx, req.UserID, since)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ad {
+		if e.StreamPos > since && e.StreamPos <= upto {
+			return true, nil
+		}
+	}
+	if s.e2ee == nil {
+		return false, nil
+	}
+	msgs, _, err := s.e2ee.ToDevice(ctx, req.UserID, req.DeviceID, since, upto, 1)
+	if err != nil || len(msgs) > 0 {
+		return len(msgs) > 0, err
+	}
+	c, l, err := s.e2ee.DeviceListChanges(ctx, req.UserID, since, upto)
+	return len(c)+len(l) > 0, err
 }

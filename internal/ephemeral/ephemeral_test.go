@@ -170,3 +170,37 @@ func diff(want, got any) string {
 	}
 	return fmt.Sprintf("-%v\n+%v", want, got)
 }
+
+func TestChanged(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s, _, n := newService(t, db)
+		check := func(viewer string, rooms []string, since int64, want bool) {
+			t.Helper()
+			got, err := s.Changed(ctx, viewer, rooms, since, n.Position())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("Changed(%s, %v, since %d) = %v, want %v", viewer, rooms, since, got, want)
+			}
+		}
+		check("@bob:hs", []string{"!a:hs"}, 0, false)
+		if err := s.SetTyping(ctx, "!a:hs", "@alice:hs", true, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		p := n.Position()
+		check("@bob:hs", []string{"!a:hs"}, p-1, true)
+		check("@bob:hs", []string{"!b:hs"}, p-1, false)
+		check("@bob:hs", nil, p-1, false)
+		if _, err := s.PutReceipt(ctx, Receipt{RoomID: "!a:hs", UserID: "@alice:hs", Type: ReceiptReadPrivate, EventID: "$e", EventStreamPos: 1}); err != nil {
+			t.Fatal(err)
+		}
+		check("@bob:hs", []string{"!a:hs"}, p, false) // someone else's private receipt
+		check("@alice:hs", []string{"!a:hs"}, p, true)
+		if _, err := s.PutReceipt(ctx, Receipt{RoomID: "!a:hs", UserID: "@alice:hs", Type: ReceiptRead, EventID: "$e", EventStreamPos: 1}); err != nil {
+			t.Fatal(err)
+		}
+		check("@bob:hs", []string{"!a:hs"}, p+1, true)
+	})
+}

@@ -3,6 +3,7 @@ package ephemeral
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"praxis/internal/storage"
 )
@@ -118,4 +119,25 @@ func (s *Service) ReadUpTo(ctx context.Context, userID string, roomIDs []string)
 		out[room] = pos
 	}
 	return out, rows.Err()
+}
+
+// Changed reports whether typing or a receipt viewer may see changed in
+// any of roomIDs in (since, upto]: the cheap test of a waiting /sync.
+func (s *Service) Changed(ctx context.Context, viewer string, roomIDs []string, since, upto int64) (bool, error) {
+	if len(roomIDs) == 0 {
+		return false, nil
+	}
+	q, args := storage.In(`SELECT 1 FROM typing WHERE stream_pos > $1 AND stream_pos <= $2 AND room_id IN ($IN)`, 4, roomIDs)
+	q2 := `SELECT 1 FROM receipts WHERE stream_pos > $1 AND stream_pos <= $2 AND (receipt_type <> $3 OR user_id = $4) AND room_id IN (` +
+		q[strings.Index(q, "room_id IN (")+len("room_id IN ("):]
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 WHERE EXISTS (`+q+`) OR EXISTS (`+q2+`)`,
+		append([]any{since, upto, ReceiptReadPrivate, viewer}, args...)...).Scan(&one)
+	if isNoRows(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("check typing and receipts: %w", err)
+	}
+	return true, nil
 }
