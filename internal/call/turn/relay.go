@@ -234,6 +234,18 @@ func (r *Relay) permitPeer(_ net.Addr, peer net.IP) bool {
 	return false
 }
 
+// selfPortAllowed narrows the always-allowed own IP to the relay port
+// range: relay to relay is what calls need, while other UDP services on
+// this host (DNS, our own TURN listener) must stay out of reach.
+// Without a configured range any port is allowed (tests).
+func (r *Relay) selfPortAllowed(addr net.Addr) bool {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok || r.cfg.MinPort == 0 || !ua.IP.Equal(r.cfg.PublicIP) {
+		return true
+	}
+	return ua.Port >= int(r.cfg.MinPort) && ua.Port <= int(r.cfg.MaxPort)
+}
+
 // cgnat is the shared address space of RFC 6598, private in practice.
 var cgnat = net.IPNet{IP: net.IPv4(100, 64, 0, 0).To4(), Mask: net.CIDRMask(10, 32)}
 
@@ -355,6 +367,10 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // WriteTo carries client → peer traffic.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if !c.r.selfPortAllowed(addr) {
+		c.r.deniedPeers.Add(1)
+		return len(p), nil
+	}
 	if !c.allow(len(p)) {
 		return len(p), nil
 	}

@@ -350,3 +350,32 @@ func TestRelayPortRange(t *testing.T) {
 		}
 	}
 }
+
+func TestRelayOwnIPOnlyInRelayPortRange(t *testing.T) {
+	r, _ := startRelay(t, func(c *RelayConfig) { c.MinPort, c.MaxPort = 47000, 47999 })
+	user, pass := creds("@alice:hs1.test", time.Now().Add(time.Hour))
+	sender, err := allocate(t, udpURI(r), user, pass, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A UDP service on the relay's own IP outside the relay port range:
+	// the TURN listener itself stands in for DNS or anything else.
+	var lc net.ListenConfig
+	svc, err := lc.ListenPacket(t.Context(), "udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	for range 5 {
+		if _, err := sender.WriteTo([]byte("probe"), svc.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, _, err := svc.ReadFrom(make([]byte, 64)); err == nil {
+		t.Fatal("the relay delivered to a port of its own IP outside relay_ports")
+	}
+	if r.Stats().DeniedPeers == 0 {
+		t.Error("DeniedPeers not counted")
+	}
+}
