@@ -283,8 +283,9 @@ func (b *bench) fanout(ctx context.Context, members, msgs int) error {
 				since = resp.NextBatch
 				if jr, ok := resp.Rooms.Join[room.RoomID]; ok {
 					for _, ev := range jr.Timeline.Events {
+						body, _ := ev.Content.Raw["body"].(string)
 						sentMu.Lock()
-						t0, ok := sent[ev.Content.AsMessage().Body]
+						t0, ok := sent[body]
 						sentMu.Unlock()
 						if ok {
 							latMu.Lock()
