@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,8 +115,12 @@ func BenchmarkSyncFanOut(b *testing.B) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ResetTimer()
+	rounds := 0
 	for i := 0; b.Loop(); i++ {
+		rounds++
 		body := fmt.Sprintf("fan %d", i)
 		mu.Lock()
 		sentAt[body] = time.Now()
@@ -127,6 +132,7 @@ func BenchmarkSyncFanOut(b *testing.B) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(200 * time.Millisecond)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	close(stop)
 	wg.Wait()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -134,5 +140,8 @@ func BenchmarkSyncFanOut(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		b.ReportMetric(float64(len(lat)), "deliveries")
+		// CPU of the whole process (server and the 50 clients) per message
+		cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()) / time.Duration(rounds)
+		b.ReportMetric(float64(cpu.Microseconds())/1000, "cpu-ms/msg")
 	}
 }
