@@ -769,3 +769,20 @@ func TestSyncTypingExpiresAndWakesSyncers(t *testing.T) {
 		t.Errorf("after expiry m.typing = %s, want an empty user_ids", typing.Raw)
 	}
 }
+
+func TestSyncEventFormatFederation(t *testing.T) {
+	srv := hstest.New(t)
+	alice := srv.Register(t, "alice")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	mustSend(t, alice, roomID, "x")
+	resp := syncRaw(t, alice, map[string]string{"filter": `{"event_format":"federation","room":{"timeline":{"limit":1}}}`})
+	ev := room(resp, "join", roomID).Get("timeline.events.0")
+	if !ev.Get("signatures").Exists() || !ev.Get("hashes").Exists() {
+		t.Errorf("federation format event lacks signatures/hashes: %s", ev.Raw)
+	}
+	resp = syncRaw(t, alice, map[string]string{"filter": `{"room":{"timeline":{"limit":1}}}`})
+	ev = room(resp, "join", roomID).Get("timeline.events.0")
+	if ev.Get("signatures").Exists() || !ev.Get("unsigned.age").Exists() {
+		t.Errorf("client format event = %s, want no signatures and an age", ev.Raw)
+	}
+}

@@ -697,7 +697,7 @@ func strip(v gjson.Result) json.RawMessage {
 func (s *Service) renderTimeline(req *Request, w *roomWork, head, nowMS int64) Timeline {
 	tl := Timeline{Events: make([]json.RawMessage, 0, len(w.events))}
 	for _, e := range w.events {
-		tl.Events = append(tl.Events, roomserver.AppendClientEvent(make([]byte, 0, len(e.JSON)), e, req.UserID, req.DeviceID, nowMS))
+		tl.Events = append(tl.Events, renderEvent(req, e, nowMS))
 	}
 	if w.tl != nil && len(w.tl.Events) > 0 {
 		tl.Limited = w.tl.Limited
@@ -712,10 +712,20 @@ func (s *Service) renderTimeline(req *Request, w *roomWork, head, nowMS int64) T
 	return tl
 }
 
+// renderEvent renders one room event in the filter's event_format: the
+// spec's client format, or the stored PDU as federation carries it.
+// (event_fields is not applied: the spec lets a server send more fields.)
+func renderEvent(req *Request, e *roomserver.StoredEvent, nowMS int64) json.RawMessage {
+	if req.Filter.EventFormat == "federation" {
+		return json.RawMessage(e.JSON)
+	}
+	return roomserver.AppendClientEvent(make([]byte, 0, len(e.JSON)+64), e, req.UserID, req.DeviceID, nowMS)
+}
+
 func renderEvents(req *Request, evs []*roomserver.StoredEvent, nowMS int64) EventList {
 	out := newList()
 	for _, e := range evs {
-		out.Events = append(out.Events, roomserver.AppendClientEvent(make([]byte, 0, len(e.JSON)), e, req.UserID, req.DeviceID, nowMS))
+		out.Events = append(out.Events, renderEvent(req, e, nowMS))
 	}
 	return out
 }
