@@ -416,7 +416,17 @@ func (s *Service) SearchUsers(ctx context.Context, searcherID, term string, limi
 	for _, r := range found {
 		results = append(results, *r)
 	}
-	sort.Slice(results, func(i, j int) bool { return results[i].UserID < results[j].UserID })
+	// names and localparts that start with the term first: typing "an"
+	// should offer Anna before Johann
+	prefix := func(r UserResult) bool {
+		return strings.HasPrefix(strings.ToLower(r.DisplayName), term) || strings.HasPrefix(strings.ToLower(r.UserID), "@"+term)
+	}
+	sort.Slice(results, func(i, j int) bool {
+		if pi, pj := prefix(results[i]), prefix(results[j]); pi != pj {
+			return pi
+		}
+		return results[i].UserID < results[j].UserID
+	})
 	if limit >= 0 && len(results) > limit {
 		return results[:limit], true, nil
 	}

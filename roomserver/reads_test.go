@@ -937,6 +937,9 @@ func TestDirectoryReads(t *testing.T) {
 			t.Errorf("private room preview = %+v, %v", p, err)
 		}
 
+		if err := s.PropagateProfile(ctx, bob, "Adam", ""); err != nil {
+			t.Fatal(err)
+		}
 		search := func(searcher, term string, limit int) ([]string, bool) {
 			t.Helper()
 			res, limited, err := s.SearchUsers(ctx, searcher, term, limit)
@@ -961,6 +964,7 @@ func TestDirectoryReads(t *testing.T) {
 			{bob, "carol", 10, nil, false},                          // carol shares nothing and left the public room
 			{carol, "hs1", 10, []string{alice, carol, dave}, false}, // public room members, and herself
 			{bob, "hs1", 2, []string{alice, bob}, true},
+			{bob, "da", 1, []string{dave}, true}, // "@dave" starts with it, "Adam" (bob) only contains it
 		} {
 			got, limited := search(tc.searcher, tc.term, tc.limit)
 			if !slices.Equal(got, tc.want) || limited != tc.limited {
