@@ -11,7 +11,7 @@ import (
 
 // withOrientation inserts an EXIF APP1 segment carrying orientation o
 // right after the SOI marker of a JPEG.
-func withOrientation(t *testing.T, jpg []byte, o int, bo binary.ByteOrder) []byte {
+func withOrientation(t testing.TB, jpg []byte, o int, bo binary.ByteOrder) []byte {
 	t.Helper()
 	var tiff bytes.Buffer
 	if bo == binary.LittleEndian {
@@ -96,6 +96,32 @@ func TestThumbnailHonoursEXIFOrientation(t *testing.T) {
 		}
 		if b := img.Bounds(); b.Dx() != 112 || b.Dy() != 150 {
 			t.Fatalf("thumbnail of a sideways photo: %d×%d, want 112×150 (upright)", b.Dx(), b.Dy())
+		}
+	})
+}
+
+// Uploaded bytes are untrusted: the EXIF reader must never panic and
+// always answer a valid orientation.
+func FuzzJPEGOrientation(f *testing.F) {
+	f.Add(testJPEG(f, 4, 4))
+	f.Add(withOrientation(f, testJPEG(f, 4, 4), 6, binary.LittleEndian))
+	f.Add([]byte("\xFF\xD8\xFF\xE1\x00\x10Exif\x00\x00MM\x00*\x00\x00\x00\x08"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if o := jpegOrientation(b); o < 1 || o > 8 {
+			t.Fatalf("orientation %d out of range", o)
+		}
+	})
+}
+
+func FuzzPolicyCheck(f *testing.F) {
+	p := NewPolicy([]string{"application/pdf", "image/jpeg", "image/png", "application/octet-stream", "text/plain"})
+	for _, seed := range [][]byte{pdfBytes, pngBytes, jpegBytes, zipBytes, htmlBytes, nil} {
+		f.Add("application/pdf", seed)
+	}
+	f.Fuzz(func(t *testing.T, declared string, head []byte) {
+		err := p.Check(normaliseType(declared), head)
+		if err == nil && !p.Allows(normaliseType(declared)) {
+			t.Fatalf("accepted a type the policy does not allow: %q", declared)
 		}
 	})
 }
