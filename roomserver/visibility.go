@@ -49,11 +49,7 @@ func (s *Service) FilterVisible(ctx context.Context, userID string, events []*St
 	if len(events) == 0 {
 		return events, nil
 	}
-	nids := make([]int64, len(events))
-	for i, e := range events {
-		nids[i] = e.NID
-	}
-	rows, err := s.eventRowsByNID(ctx, nids)
+	rows, err := s.withStateGroups(ctx, events)
 	if err != nil {
 		return nil, err
 	}
@@ -65,6 +61,49 @@ func (s *Service) FilterVisible(ctx context.Context, userID string, events []*St
 	for _, e := range events {
 		if visible[e.NID] {
 			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// withStateGroups pairs events with what visibility needs from their rows
+// (room, position, type, state groups), reading only those columns: the sync
+// path calls FilterVisible on every wake-up and already holds the JSON. The
+// database, not the caller's copy, is trusted for the position.
+func (s *Service) withStateGroups(ctx context.Context, events []*StoredEvent) ([]*eventRow, error) {
+	nids := make([]int64, len(events))
+	for i, e := range events {
+		nids[i] = e.NID
+	}
+	var p qargs
+	rows, err := s.db.Query(ctx, `SELECT event_nid, room_nid, type, state_key, depth, stream_pos, state_group_before, state_group_after
+		FROM events WHERE event_nid IN (`+qlist(&p, uniqueOf(nids))+`)`, p...)
+	if err != nil {
+		return nil, fmt.Errorf("visibility: %w", err)
+	}
+	defer rows.Close()
+	byNID := make(map[int64]*eventRow, len(events))
+	for rows.Next() {
+		e := &eventRow{StoredEvent: &StoredEvent{}}
+		var sk sql.NullString
+		var before, after sql.NullInt64
+		if err := rows.Scan(&e.NID, &e.roomNID, &e.Type, &sk, &e.Depth, &e.StreamPos, &before, &after); err != nil {
+			return nil, fmt.Errorf("visibility: %w", err)
+		}
+		if sk.Valid {
+			e.StateKey = &sk.String
+		}
+		e.before, e.after = before.Int64, after.Int64
+		byNID[e.NID] = e
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("visibility: %w", err)
+	}
+	out := make([]*eventRow, 0, len(events))
+	for _, e := range events {
+		// an event not in the table is not shown rather than guessed about
+		if r, ok := byNID[e.NID]; ok {
+			out = append(out, r)
 		}
 	}
 	return out, nil
