@@ -529,3 +529,28 @@ func TestUIASessionAcrossProcesses(t *testing.T) {
 		}
 	})
 }
+
+func TestDeactivateLeavesRooms(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := t.Context()
+	owner, tom := srv.Register(t, "owner"), srv.Register(t, "tom")
+	room, err := owner.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Skipf("createRoom not available: %v", err)
+	}
+	if _, err := tom.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	first := call(t, srv, "POST", v3+"/account/deactivate", tom.AccessToken, map[string]any{})
+	done := call(t, srv, "POST", v3+"/account/deactivate", tom.AccessToken, map[string]any{"auth": passwordAuth("tom", "password-tom", first.str("session"))})
+	if done.Status != 200 {
+		t.Fatalf("deactivate: %d %v", done.Status, done.Body)
+	}
+	members, err := owner.JoinedMembers(ctx, room.RoomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, still := members.Joined[tom.UserID]; still || len(members.Joined) != 1 {
+		t.Errorf("joined members after tom's deactivation: %v", members.Joined)
+	}
+}
