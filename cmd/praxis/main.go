@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -59,6 +60,18 @@ func run(f config.Flags) error {
 	srv, err := homeserver.New(ctx, cfg, homeserver.Options{})
 	if err != nil {
 		return err
+	}
+	// PRAXIS_CPUPROFILE is a developer aid for make bench: it records a CPU
+	// profile from start to shutdown.
+	if path := os.Getenv("PRAXIS_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	slog.Info("praxis ready", "server_name", cfg.ServerName, "database", srv.DB.Engine().String(), "startup_ms", time.Since(start).Milliseconds())
 	return srv.Run(ctx)

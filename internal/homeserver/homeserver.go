@@ -26,6 +26,7 @@ import (
 	"praxis/internal/ephemeral"
 	"praxis/internal/httputil"
 	"praxis/internal/media"
+	"praxis/internal/metrics"
 	"praxis/internal/ratelimit"
 	"praxis/internal/storage"
 	"praxis/internal/streams"
@@ -44,7 +45,8 @@ type Server struct {
 	TURN       *turn.Service
 	Media      *media.Service
 	// Admin serves the admin API and keeps the audit log.
-	Admin *admin.Service
+	Admin   *admin.Service
+	Metrics *metrics.Registry
 	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
 	E2EE *keyserver.E2EE
 
@@ -236,6 +238,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return dev.UserID, dev.IsAdmin, nil
 	})
 
+	// /metrics sits with the admin API and needs an admin token: counts
+	// of requests and relayed bytes are operational data, not public.
+	s.Metrics = metrics.New()
+	s.Metrics.AddText(s.Media.WritePrometheus)
+	s.Metrics.AddText(s.TURN.WritePrometheus)
+	if cfg.Metrics.Enabled {
+		s.adminMux.Handle("GET /metrics", s.requireAdmin(s.Metrics.Handler()))
+	}
+
 	fed := &federation.API{ServerName: cfg.ServerName, Key: key}
 	fed.Routes(s.fedMux)
 	// The key endpoint is also reachable on the client listener so that a
@@ -246,18 +257,34 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 
 // ClientHandler serves the Client-Server and admin APIs.
 func (s *Server) ClientHandler() http.Handler {
-	return httputil.Middleware(s.clientMux, s.Config.Limits.MaxBodyBytes)
+	return httputil.Middleware(s.Metrics.Instrument(s.clientMux), s.Config.Limits.MaxBodyBytes)
 }
 
 // AdminHandler serves the admin API when admin.listen is set; otherwise
 // the admin API is part of ClientHandler.
 func (s *Server) AdminHandler() http.Handler {
-	return httputil.Middleware(s.adminMux, s.Config.Limits.MaxBodyBytes)
+	return httputil.Middleware(s.Metrics.Instrument(s.adminMux), s.Config.Limits.MaxBodyBytes)
 }
 
 // FederationHandler serves the Server-Server API.
 func (s *Server) FederationHandler() http.Handler {
-	return httputil.Middleware(s.fedMux, s.Config.Limits.MaxBodyBytes)
+	return httputil.Middleware(s.Metrics.Instrument(s.fedMux), s.Config.Limits.MaxBodyBytes)
+}
+
+// requireAdmin lets only holders of an admin access token through.
+func (s *Server) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dev, err := auth.Device(r, s.Users)
+		if err != nil {
+			httputil.WriteError(w, r, err)
+			return
+		}
+		if !dev.IsAdmin {
+			httputil.WriteError(w, r, httputil.Forbidden("this endpoint needs an admin access token"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Run listens on the configured addresses until ctx is cancelled, then
