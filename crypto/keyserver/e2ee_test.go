@@ -34,6 +34,31 @@ type e2eeClient struct {
 	mu        sync.Mutex
 	decrypted map[id.EventID]string // event ID → body
 	failed    map[id.EventID]error
+
+	// machMu serialises the test's own crypto calls with sync processing:
+	// mautrix's OlmMachine caches cross-signing keys without a lock, so a
+	// send racing a device-list update trips the race detector (a client
+	// library issue, not a server one).
+	machMu sync.Mutex
+}
+
+// lockedSyncer processes sync responses under the client's machMu.
+type lockedSyncer struct {
+	*mautrix.DefaultSyncer
+	mu *sync.Mutex
+}
+
+func (l *lockedSyncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.DefaultSyncer.ProcessResponse(ctx, resp, since)
+}
+
+// locked runs fn while no sync response is being processed.
+func (e *e2eeClient) locked(fn func()) {
+	e.machMu.Lock()
+	defer e.machMu.Unlock()
+	fn()
 }
 
 func newE2EEClient(t *testing.T, c *mautrix.Client) *e2eeClient {
@@ -41,6 +66,8 @@ func newE2EEClient(t *testing.T, c *mautrix.Client) *e2eeClient {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &e2eeClient{Client: c, store: crypto.NewMemoryStore(nil), decrypted: map[id.EventID]string{}, failed: map[id.EventID]error{}}
 	c.StateStore = mautrix.NewMemoryStateStore()
+	syncer := c.Syncer.(*mautrix.DefaultSyncer)
+	c.Syncer = &lockedSyncer{DefaultSyncer: syncer, mu: &e.machMu}
 	h, err := cryptohelper.NewCryptoHelper(c, []byte("praxis test pickle key"), e.store)
 	if err != nil {
 		t.Fatalf("crypto helper: %v", err)
@@ -50,7 +77,6 @@ func newE2EEClient(t *testing.T, c *mautrix.Client) *e2eeClient {
 		e.failed[evt.ID] = err
 		e.mu.Unlock()
 	}
-	syncer := c.Syncer.(*mautrix.DefaultSyncer)
 	syncer.OnEvent(c.StateStoreSyncHandler)
 	if err := h.Init(ctx); err != nil {
 		t.Fatalf("crypto init for %s: %v", c.DeviceID, err)
@@ -121,7 +147,11 @@ func (e *e2eeClient) waitRoom(t *testing.T, room id.RoomID, members ...*e2eeClie
 
 func (e *e2eeClient) send(t *testing.T, room id.RoomID, body string) id.EventID {
 	t.Helper()
-	resp, err := e.SendMessageEvent(context.Background(), room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
+	var resp *mautrix.RespSendEvent
+	var err error
+	e.locked(func() {
+		resp, err = e.SendMessageEvent(context.Background(), room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
+	})
 	if err != nil {
 		t.Fatalf("%s sends: %v", e.DeviceID, err)
 	}
@@ -284,7 +314,8 @@ func decryptHistory(t *testing.T, e *e2eeClient, room id.RoomID) (ok map[id.Even
 			t.Fatal(err)
 		}
 		evt.RoomID = room
-		dec, err := e.helper.Decrypt(ctx, evt)
+		var dec *event.Event
+		e.locked(func() { dec, err = e.helper.Decrypt(ctx, evt) })
 		if err != nil {
 			failed[evt.ID] = err
 			continue
@@ -321,7 +352,9 @@ func TestE2EEKeyBackupAndReset(t *testing.T) {
 		if _, failed := decryptHistory(t, restored, room); len(failed) != 2 {
 			t.Fatalf("before restoring, %d old messages undecryptable, want 2", len(failed))
 		}
-		got, err := restored.helper.Machine().DownloadAndStoreLatestKeyBackup(ctx, key)
+		var got id.KeyBackupVersion
+		var err error
+		restored.locked(func() { got, err = restored.helper.Machine().DownloadAndStoreLatestKeyBackup(ctx, key) })
 		if err != nil || got != version {
 			t.Fatalf("restore: version %q, %v", got, err)
 		}
@@ -331,19 +364,23 @@ func TestE2EEKeyBackupAndReset(t *testing.T) {
 		}
 
 		// Flow 4: security key reset.
-		keys, err := patient.helper.Machine().GenerateCrossSigningKeys()
+		mach := patient.helper.Machine()
+		keys, err := mach.GenerateCrossSigningKeys()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := patient.helper.Machine().PublishCrossSigningKeys(ctx, keys, nil); err != nil {
+		patient.locked(func() { err = mach.PublishCrossSigningKeys(ctx, keys, nil) })
+		if err != nil {
 			t.Fatalf("first cross-signing upload (no UIA): %v", err)
 		}
-		keys2, _ := patient.helper.Machine().GenerateCrossSigningKeys()
+		keys2, _ := mach.GenerateCrossSigningKeys()
 		uiaCalled := false
-		err = patient.helper.Machine().PublishCrossSigningKeys(ctx, keys2, func(uia *mautrix.RespUserInteractive) any {
-			uiaCalled = true
-			return map[string]any{"type": "m.login.password", "session": uia.Session, "password": "password-patient",
-				"identifier": map[string]any{"type": "m.id.user", "user": patient.UserID.String()}}
+		patient.locked(func() {
+			err = mach.PublishCrossSigningKeys(ctx, keys2, func(uia *mautrix.RespUserInteractive) any {
+				uiaCalled = true
+				return map[string]any{"type": "m.login.password", "session": uia.Session, "password": "password-patient",
+					"identifier": map[string]any{"type": "m.id.user", "user": patient.UserID.String()}}
+			})
 		})
 		if err != nil || !uiaCalled {
 			t.Fatalf("cross-signing reset: uia called %v, err %v", uiaCalled, err)
@@ -386,7 +423,8 @@ func TestE2EEKeyBackupAndReset(t *testing.T) {
 
 		fresh := newE2EEClient(t, srv.Login(t, "patient"))
 		fresh.waitRoom(t, room, practice, patient)
-		if _, err := fresh.helper.Machine().DownloadAndStoreLatestKeyBackup(ctx, key2); err != nil {
+		fresh.locked(func() { _, err = fresh.helper.Machine().DownloadAndStoreLatestKeyBackup(ctx, key2) })
+		if err != nil {
 			t.Fatalf("restore new backup: %v", err)
 		}
 		ok, failed = decryptHistory(t, fresh, room)
