@@ -143,22 +143,26 @@ func (s *Service) SyncTimelines(ctx context.Context, ranges []SyncRange, limit i
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read timelines: %w", err)
 	}
-	// A range whose newest events were all cut (limit 0) still reports
-	// that it was limited.
+	// With limit 0 nothing is returned, but a range with events in it is
+	// still limited: one more query answers that for every range.
 	if limit == 0 {
-		for _, r := range ranges {
-			if _, ok := out[r.RoomNID]; ok {
-				continue
+		cte, args := rangesCTE(ranges, 0)
+		rows, err := s.db.Query(ctx, `WITH `+cte+` SELECT b.room_nid FROM b WHERE EXISTS (SELECT 1 FROM events x
+			WHERE x.room_nid = b.room_nid AND x.stream_pos > b.lo AND x.stream_pos <= b.hi
+			AND x.rejected = FALSE AND x.soft_failed = FALSE)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read timelines: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var room int64
+			if err := rows.Scan(&room); err != nil {
+				return nil, err
 			}
-			var n int
-			err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE room_nid = $1 AND stream_pos > $2 AND stream_pos <= $3
-				AND rejected = FALSE AND soft_failed = FALSE LIMIT 1) t`, r.RoomNID, r.From, r.To).Scan(&n)
-			if err != nil {
-				return nil, fmt.Errorf("read timelines: %w", err)
-			}
-			if n > 0 {
-				out[r.RoomNID] = &SyncTimeline{Limited: true}
-			}
+			out[room] = &SyncTimeline{Limited: true, GroupBefore: map[int64]int64{}}
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read timelines: %w", err)
 		}
 	}
 	return out, nil
