@@ -155,6 +155,9 @@ func (a *API) register(r *http.Request) (*registerResponse, error) {
 	if err := validDeviceID(req.DeviceID); err != nil {
 		return nil, err
 	}
+	// User IDs differing only in case must not coexist: the spec asks
+	// servers to downcase new usernames (as Synapse and sytest expect).
+	req.Username = asciiLower(req.Username)
 	if req.Username != "" {
 		if err := a.checkUsername(r.Context(), req.Username); err != nil {
 			return nil, err
@@ -192,6 +195,16 @@ func (a *API) register(r *http.Request) (*registerResponse, error) {
 		resp.AccessToken, resp.DeviceID, resp.RefreshToken, resp.ExpiresInMS = s.AccessToken, s.DeviceID, s.RefreshToken, s.ExpiresInMS
 	}
 	return resp, nil
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
 }
 
 func (a *API) checkUsername(ctx context.Context, username string) error {

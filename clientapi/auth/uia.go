@@ -168,7 +168,9 @@ func (u *UIA) Check(ctx context.Context, req UIARequest) (*users.UIASession, err
 				}
 			}
 			if who != req.UserID {
-				return nil, challenge(sess, "M_FORBIDDEN", "the identifier does not match the logged-in user")
+				// Not a failed stage but a request that can never succeed:
+				// a plain 403, as other servers answer.
+				return nil, httputil.Forbidden("the identifier does not match the logged-in user")
 			}
 			if perr := u.Users.CheckPassword(ctx, who, ad.Password); perr != nil {
 				if errors.Is(perr, users.ErrBadPassword) || errors.Is(perr, users.ErrDeactivated) {
