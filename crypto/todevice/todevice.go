@@ -90,30 +90,30 @@ func (s *Service) Send(ctx context.Context, sender, senderDevice, eventType, txn
 			duplicate = true
 			return nil
 		}
-		// Expand "*" to every device the recipient has keys or a session
-		// for, in one query per recipient.
+		// Deliver only to devices that exist (a session's device or the
+		// user's dehydrated device): messages for unknown devices would
+		// never be acknowledged and pile up. "*" means all of them.
+		devices := map[string][]string{}
 		var targets []msg
 		for _, m := range local {
-			if m.device != "*" {
-				targets = append(targets, m)
-				continue
-			}
-			rows, err := tx.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1 ORDER BY device_id`, m.user)
-			if err != nil {
-				return fmt.Errorf("list devices of %s: %w", m.user, err)
-			}
-			for rows.Next() {
-				var d string
-				if err := rows.Scan(&d); err != nil {
-					rows.Close()
+			list, ok := devices[m.user]
+			if !ok {
+				var err error
+				if list, err = deviceIDs(ctx, tx, m.user); err != nil {
 					return err
 				}
-				targets = append(targets, msg{m.user, d, m.content})
+				devices[m.user] = list
 			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return err
+			for _, d := range list {
+				if m.device == "*" || m.device == d {
+					targets = append(targets, msg{m.user, d, m.content})
+				}
 			}
+		}
+		// Transaction IDs only need to outlive client retries.
+		if _, err := tx.Exec(ctx, `DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2 AND created_ts < $3`,
+			sender, senderDevice, s.now().Add(-txnLifetime).UnixMilli()); err != nil {
+			return fmt.Errorf("expire to-device txns: %w", err)
 		}
 		if len(targets) == 0 {
 			return nil
@@ -158,6 +158,28 @@ func (s *Service) Send(ctx context.Context, sender, senderDevice, eventType, txn
 		}
 	}
 	return nil
+}
+
+// txnLifetime is how long a sent transaction ID is remembered.
+const txnLifetime = 24 * time.Hour
+
+// deviceIDs lists userID's devices that can receive to-device messages.
+func deviceIDs(ctx context.Context, tx *storage.DB, userID string) ([]string, error) {
+	rows, err := tx.Query(ctx, `SELECT device_id FROM devices WHERE user_id = $1
+		UNION SELECT device_id FROM dehydrated_devices WHERE user_id = $1 ORDER BY device_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("list devices of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // ToDevice returns the messages for a device with positions in
@@ -223,9 +245,11 @@ func (s *Service) AckToDevice(ctx context.Context, userID, deviceID string, upto
 
 // DeleteDevices drops the inboxes of deleted devices (a users.DeviceHook).
 func (s *Service) DeleteDevices(ctx context.Context, tx *storage.DB, userID string, deviceIDs []string) error {
-	q, args := storage.In(`DELETE FROM to_device_messages WHERE user_id = $1 AND device_id IN ($IN)`, 1, deviceIDs)
-	if _, err := tx.Exec(ctx, q, append([]any{userID}, args...)...); err != nil {
-		return fmt.Errorf("delete to-device inboxes of %s: %w", userID, err)
+	for _, table := range []string{"to_device_messages", "to_device_txns"} {
+		q, args := storage.In(`DELETE FROM `+table+` WHERE user_id = $1 AND device_id IN ($IN)`, 1, deviceIDs)
+		if _, err := tx.Exec(ctx, q, append([]any{userID}, args...)...); err != nil {
+			return fmt.Errorf("delete %s of %s: %w", table, userID, err)
+		}
 	}
 	return nil
 }

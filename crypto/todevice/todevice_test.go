@@ -77,6 +77,15 @@ func TestSendDeliverAck(t *testing.T) {
 		if len(rest) != 2 || next2 != head || gjson.GetBytes(rest[0], "content.i").Int() != 3 {
 			t.Fatalf("after ack: %d messages next %d", len(rest), next2)
 		}
+		// A device that does not exist gets nothing stored.
+		if err := s.Send(ctx, alice, "A1", "m.test", "ghost", map[string]map[string]json.RawMessage{bob: {"GHOST": json.RawMessage(`{}`)}, "@nobody:hs.test": {"*": json.RawMessage(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
+		var ghosts int
+		db.QueryRow(ctx, `SELECT COUNT(*) FROM to_device_messages WHERE device_id = 'GHOST' OR user_id = '@nobody:hs.test'`).Scan(&ghosts)
+		if ghosts != 0 {
+			t.Fatalf("%d messages stored for devices that do not exist", ghosts)
+		}
 		// Deleting a device drops its inbox.
 		if err := db.Transact(ctx, func(tx *storage.DB) error { return s.DeleteDevices(ctx, tx, bob, []string{"B2"}) }); err != nil {
 			t.Fatal(err)
