@@ -786,3 +786,25 @@ func TestSyncEventFormatFederation(t *testing.T) {
 		t.Errorf("client format event = %s, want no signatures and an age", ev.Raw)
 	}
 }
+
+func TestSyncUnreadCounts(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	mustJoin(t, bob, roomID)
+	first := mustSend(t, alice, roomID, "hallo")
+	mustSend(t, alice, roomID, "are you there, "+string(bob.UserID)+"?")
+	if _, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{"msgtype": "m.notice", "body": "bot says"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "* hallo!",
+		"m.new_content": map[string]any{"msgtype": "m.text", "body": "hallo!"}, "m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": first}}); err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, bob, roomID, "own messages do not count")
+	counts := room(syncRaw(t, bob, map[string]string{}), "join", roomID).Get("unread_notifications")
+	if counts.Get("notification_count").Int() != 2 || counts.Get("highlight_count").Int() != 1 {
+		t.Errorf("unread_notifications = %s, want 2 notifications (no notice, no edit), 1 highlight", counts.Raw)
+	}
+}

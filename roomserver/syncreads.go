@@ -353,7 +353,9 @@ func (s *Service) SyncSummaries(ctx context.Context, userID string, roomNIDs []i
 // SyncUnreadCounts counts, per room, the messages from others after
 // stream position after[room] (the user's read receipt or, without one,
 // their join): notifications, and highlights (messages that name the user
-// by ID, which covers m.mentions and the pill a client inserts).
+// by ID, which covers m.mentions and the pill a client inserts). Edits and
+// notices do not count, as the default push rules suppress them; stored
+// events are canonical JSON, so the notice test is a plain substring.
 func (s *Service) SyncUnreadCounts(ctx context.Context, userID string, after map[int64]int64) (map[int64][2]int, error) {
 	out := map[int64][2]int{}
 	if len(after) == 0 {
@@ -370,6 +372,8 @@ func (s *Service) SyncUnreadCounts(ctx context.Context, userID string, after map
 		FROM b JOIN events e ON e.room_nid = b.room_nid AND e.stream_pos > b.lo
 		WHERE e.sender <> $1 AND e.state_key IS NULL AND e.type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
 			AND e.redacted_by IS NULL AND e.rejected = FALSE AND e.soft_failed = FALSE
+			AND (e.rel_type IS NULL OR e.rel_type <> 'm.replace')
+			AND e.json NOT LIKE '%"msgtype":"m.notice"%'
 		GROUP BY e.room_nid`, append([]any{userID, like}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("count unread: %w", err)
