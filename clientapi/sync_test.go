@@ -808,3 +808,67 @@ func TestSyncUnreadCounts(t *testing.T) {
 		t.Errorf("unread_notifications = %s, want 2 notifications (no notice, no edit), 1 highlight", counts.Raw)
 	}
 }
+
+func TestSyncFilters(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		shown := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "shown"})
+		hidden := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "hidden"})
+		mustSend(t, alice, shown, "text")
+		if _, err := alice.UserTyping(ctx, shown, true, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name   string
+			filter string
+			check  func(t *testing.T, resp gjson.Result)
+		}{
+			{"not_rooms", `{"room":{"not_rooms":["` + string(hidden) + `"]}}`, func(t *testing.T, resp gjson.Result) {
+				if room(resp, "join", hidden).Exists() || !room(resp, "join", shown).Exists() {
+					t.Errorf("rooms = %v", resp.Get("rooms.join|@keys").Raw)
+				}
+			}},
+			{"rooms", `{"room":{"rooms":["` + string(hidden) + `"]}}`, func(t *testing.T, resp gjson.Result) {
+				if !room(resp, "join", hidden).Exists() || room(resp, "join", shown).Exists() {
+					t.Errorf("rooms = %v", resp.Get("rooms.join|@keys").Raw)
+				}
+			}},
+			{"timeline types", `{"room":{"timeline":{"types":["m.room.message"]}}}`, func(t *testing.T, resp gjson.Result) {
+				for _, e := range room(resp, "join", shown).Get("timeline.events").Array() {
+					if e.Get("type").String() != "m.room.message" {
+						t.Errorf("timeline has %s", e.Get("type").String())
+					}
+				}
+				if len(bodies(room(resp, "join", shown).Get("timeline"))) != 1 {
+					t.Error("the message is missing")
+				}
+			}},
+			{"state not_types", `{"room":{"state":{"not_types":["m.room.member"]},"timeline":{"limit":1}}}`, func(t *testing.T, resp gjson.Result) {
+				keys := stateKeys(room(resp, "join", shown).Get("state"))
+				if has(keys, "m.room.member|"+string(alice.UserID)) || !has(keys, "m.room.name|") {
+					t.Errorf("state = %v", keys)
+				}
+			}},
+			{"no ephemeral", `{"room":{"ephemeral":{"types":[]}}}`, func(t *testing.T, resp gjson.Result) {
+				if n := len(room(resp, "join", shown).Get("ephemeral.events").Array()); n != 0 {
+					t.Errorf("%d ephemeral events", n)
+				}
+			}},
+			{"ephemeral kept", `{}`, func(t *testing.T, resp gjson.Result) {
+				if n := len(room(resp, "join", shown).Get("ephemeral.events").Array()); n != 1 {
+					t.Errorf("%d ephemeral events, want the typing one", n)
+				}
+			}},
+			{"account data types", `{"account_data":{"not_types":["m.push_rules"]}}`, func(t *testing.T, resp gjson.Result) {
+				if strings.Contains(resp.Get("account_data").Raw, "m.push_rules") {
+					t.Error("m.push_rules not filtered out")
+				}
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				tc.check(t, syncRaw(t, alice, map[string]string{"filter": tc.filter}))
+			})
+		}
+	})
+}
