@@ -872,3 +872,39 @@ func TestSyncFilters(t *testing.T) {
 		}
 	})
 }
+
+// TestMautrixSyncLoop runs mautrix's own sync loop (filter upload, initial
+// sync, long-polls) the way a bot or app would.
+func TestMautrixSyncLoop(t *testing.T) {
+	srv := hstest.New(t)
+	alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	mustJoin(t, bob, roomID)
+
+	got := make(chan string, 10)
+	syncer := alice.Syncer.(*mautrix.DefaultSyncer)
+	syncer.OnEventType(event.EventMessage, func(ctx context.Context, evt *event.Event) {
+		if evt.Sender == bob.UserID {
+			got <- evt.Content.AsMessage().Body
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- alice.SyncWithContext(ctx) }()
+
+	time.Sleep(300 * time.Millisecond) // let the loop reach its long-poll
+	mustSend(t, bob, roomID, "über mautrix")
+	select {
+	case body := <-got:
+		if body != "über mautrix" {
+			t.Errorf("got %q", body)
+		}
+	case err := <-done:
+		t.Fatalf("sync loop ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("mautrix's sync loop never delivered bob's message")
+	}
+	cancel()
+	<-done
+}
