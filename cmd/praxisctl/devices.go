@@ -54,8 +54,8 @@ func init() {
 
 	var logout struct{ all bool }
 	register(&command{
-		name: "user logout", args: "USER (DEVICE_ID... | --all)",
-		help: "log a user out remotely: the named devices, or every device with --all",
+		name: "user logout", args: "USER (-- DEVICE_ID... | --all)",
+		help: "log a user out remotely: the named devices (after --, as an ID may start with -), or every device with --all",
 		flags: func(fs *flag.FlagSet) {
 			fs.BoolVar(&logout.all, "all", false, "log out every device of the user")
 		},

@@ -213,7 +213,7 @@ func (c *cli) usage() {
 		}
 	}
 	fmt.Fprintln(w, "\nThe admin token comes from --token, --token-file or $PRAXIS_ADMIN_TOKEN.")
-	fmt.Fprintln(w, "praxisctl COMMAND --help shows a command's flags.")
+	fmt.Fprintln(w, "praxisctl COMMAND --help shows a command's flags; put -- before arguments that start with -.")
 }
 
 func (c *cli) commandUsage(cmd *command, fs *flag.FlagSet) {

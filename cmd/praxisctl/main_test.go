@@ -97,7 +97,8 @@ func TestUserCommands(t *testing.T) {
 	if !strings.Contains(out, second.DeviceID.String()) || !strings.Contains(out, "2 devices") {
 		t.Errorf("user devices printed:\n%s", out)
 	}
-	out = mustA("user", "logout", "carol", second.DeviceID.String())
+	// "--": a device ID may start with "-" (it is random base64url)
+	out = mustA("user", "logout", "carol", "--", second.DeviceID.String())
 	if !strings.Contains(out, "logged out 1 device(s)") {
 		t.Errorf("user logout printed %q", out)
 	}
@@ -251,6 +252,8 @@ func TestTokenCommands(t *testing.T) {
 			t.Errorf("token list lacks %q:\n%s", want, out)
 		}
 	}
+	mustCtl(t, append(admin, "token", "create", "--", "-dash")...)
+	mustCtl(t, append(admin, "token", "delete", "--", "-dash")...)
 	mustCtl(t, append(admin, "token", "delete", "welcome-1")...)
 	out = mustCtl(t, append(admin, "token", "list")...)
 	if strings.Contains(out, "welcome-1") {
