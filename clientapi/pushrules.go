@@ -16,6 +16,9 @@ func pushRuleError(err error) error {
 	switch {
 	case errors.Is(err, users.ErrPushRuleNotFound):
 		return httputil.NotFound("push rule not found")
+	case errors.Is(err, users.ErrPushRuleAnchor):
+		// The spec's example answer for this case.
+		return httputil.Unknown(err.Error())
 	case errors.Is(err, users.ErrInvalid):
 		return httputil.InvalidParam(err.Error())
 	}
@@ -159,7 +162,7 @@ func (a *API) putPushRule(r *http.Request, dev *users.Device) (*empty, error) {
 	before, after := q.Get("before"), q.Get("after")
 	for _, anchor := range []string{before, after} {
 		if anchor != "" && users.IsDefaultPushRule(kind, anchor) {
-			return nil, httputil.InvalidParam("before and after must name one of your own rules, not a server-default rule")
+			return nil, httputil.Unknown("before/after must name one of your own rules, not a server-default rule")
 		}
 	}
 	if err := a.Users.PutPushRule(r.Context(), dev.UserID, kind, rule, before, after); err != nil {

@@ -55,8 +55,10 @@ func (rs *PushRuleset) Kind(kind string) *[]PushRule {
 
 // Push rule errors.
 var (
-	// ErrPushRuleNotFound: no such rule (or before/after names none).
+	// ErrPushRuleNotFound: no such rule.
 	ErrPushRuleNotFound = errors.New("push rule not found")
+	// ErrPushRuleAnchor: before/after names no user-defined rule of the kind.
+	ErrPushRuleAnchor = errors.New("before/after rule not found")
 )
 
 // defaultPushRules returns the spec's (v1.11) server-default rules for
@@ -245,7 +247,7 @@ func findRule(rs *PushRuleset, kind, ruleID string) (*PushRule, error) {
 }
 
 // PutPushRule creates or replaces a user-defined rule. before/after name a
-// user-defined rule of the same kind to insert next to (ErrPushRuleNotFound
+// user-defined rule of the same kind to insert next to (ErrPushRuleAnchor
 // when it does not exist). A replaced rule keeps its place unless
 // before/after says otherwise; a new rule goes first among the user's rules
 // of its kind, as the spec prescribes.
@@ -282,7 +284,7 @@ func (s *Service) PutPushRule(ctx context.Context, userID, kind string, rule Pus
 		}
 		if anchor != "" {
 			if anchor == rule.RuleID || !slices.Contains(ids, anchor) {
-				return ErrPushRuleNotFound
+				return fmt.Errorf("%w: %s", ErrPushRuleAnchor, anchor)
 			}
 		}
 		switch {

@@ -406,7 +406,7 @@ func TestPushRules(t *testing.T) {
 			t.Errorf("override order = %v, want %v", got, want)
 		}
 		r := PushRule{RuleID: "x", Actions: json.RawMessage(`[]`)}
-		if err := s.PutPushRule(ctx, u, "override", r, "missing", ""); !errors.Is(err, ErrPushRuleNotFound) {
+		if err := s.PutPushRule(ctx, u, "override", r, "missing", ""); !errors.Is(err, ErrPushRuleAnchor) {
 			t.Errorf("before a missing rule: %v", err)
 		}
 		r.RuleID = ".m.rule.master"
