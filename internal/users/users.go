@@ -1,4 +1,12 @@
-// Package users owns accounts, devices and access tokens.
+// Package users owns accounts, devices, access and refresh tokens,
+// user-interactive auth sessions, registration tokens, profiles, account
+// data (with room tags), filters, push rules, pushers and presence.
+//
+// Everything a client's next request may need lives in the database, never
+// only in memory: a UIA session started on one process is completed on
+// another. Account data writes, push rule changes included (as the
+// m.push_rules entry), take a position on the global stream so /sync sees
+// them in order.
 package users
 
 import (
