@@ -165,6 +165,11 @@ func (a *API) mediaHandler(authenticated bool, fn func(r *http.Request) (*media.
 		}
 		c, name, err := fn(r)
 		if err != nil {
+			if e := httputil.ToError(err); e.ErrCode == "M_NOT_YET_UPLOADED" {
+				// An expected 504, not a server failure: keep it out of the error log.
+				httputil.WriteJSON(w, e.Status, map[string]string{"errcode": e.ErrCode, "error": e.Message})
+				return
+			}
 			httputil.WriteError(w, r, err)
 			return
 		}

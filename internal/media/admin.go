@@ -37,6 +37,8 @@ func (s *Service) AdminRoutes(mux *http.ServeMux, authn Authenticate) {
 	mux.Handle("POST "+synapseAdmin+"/media/quarantine/{serverName}/{mediaId}", s.adminOnly(authn, s.adminQuarantine(true)))
 	mux.Handle("POST "+synapseAdmin+"/media/unquarantine/{serverName}/{mediaId}", s.adminOnly(authn, s.adminQuarantine(false)))
 	mux.Handle("DELETE "+synapseAdmin+"/media/{serverName}/{mediaId}", s.adminOnly(authn, s.adminDelete))
+	mux.Handle("POST "+synapseAdmin+"/media/delete", s.adminOnly(authn, s.adminDeleteBefore))
+	mux.Handle("POST "+synapseAdmin+"/media/{serverName}/delete", s.adminOnly(authn, s.adminDeleteBefore))
 	mux.Handle("GET "+synapseAdmin+"/users/{userId}/media", s.adminOnly(authn, s.adminUserMedia))
 	mux.Handle("DELETE "+synapseAdmin+"/users/{userId}/media", s.adminOnly(authn, s.adminDeleteUserMedia))
 }
@@ -190,4 +192,42 @@ func (s *Service) adminDeleteUserMedia(r *http.Request, admin string) (any, erro
 	}
 	resp.Total = len(resp.DeletedMedia)
 	return resp, nil
+}
+
+// adminDeleteBefore serves POST /_synapse/admin/v1/media/delete?before_ts=…
+// [&size_gt=…][&keep_profiles=true|false] (and the older
+// /media/{serverName}/delete form): local media uploaded before
+// before_ts. keep_profiles (default true) spares media the keep hook names
+// (avatars).
+func (s *Service) adminDeleteBefore(r *http.Request, admin string) (any, error) {
+	if sn := r.PathValue("serverName"); sn != "" && sn != s.serverName {
+		return nil, httputil.InvalidParam("can only delete local media")
+	}
+	q := r.URL.Query()
+	if q.Get("before_ts") == "" {
+		return nil, httputil.MissingParam("before_ts is required")
+	}
+	before, err := strconv.ParseInt(q.Get("before_ts"), 10, 64)
+	if err != nil || before < 0 {
+		return nil, httputil.InvalidParam("before_ts must be a timestamp in milliseconds")
+	}
+	var sizeGT int64
+	if v := q.Get("size_gt"); v != "" {
+		if sizeGT, err = strconv.ParseInt(v, 10, 64); err != nil || sizeGT < 0 {
+			return nil, httputil.InvalidParam("size_gt must be a non-negative integer")
+		}
+	}
+	keep := true
+	switch q.Get("keep_profiles") {
+	case "", "true":
+	case "false":
+		keep = false
+	default:
+		return nil, httputil.InvalidParam(`keep_profiles must be "true" or "false"`)
+	}
+	ids, err := s.DeleteBefore(r.Context(), before, sizeGT, keep, admin)
+	if err != nil {
+		return nil, err
+	}
+	return &deleteResponse{DeletedMedia: ids, Total: len(ids)}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -536,4 +537,41 @@ func TestRetentionThroughServer(t *testing.T) {
 			t.Fatalf("young media after retention = %d, want 200", resp.StatusCode)
 		}
 	}, hstest.WithConfig(func(c *config.Config) { c.Media.RetentionDays = 7 }))
+}
+
+func TestAdminDeleteBefore(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		if _, err := srv.Users.CreateAccount(ctx, "admin", "password-admin", true, "user"); err != nil {
+			t.Fatal(err)
+		}
+		admin := srv.Login(t, "admin")
+		small := uploadBytes(t, alice, "application/pdf", "small.pdf", pdfFile)
+		big := uploadBytes(t, alice, "image/png", "big.png", encodePNG(t, 300, 300))
+		future := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+		path := "/_synapse/admin/v1/media/delete?before_ts=" + future + "&size_gt=" + strconv.Itoa(len(pdfFile))
+
+		if resp, b := do(t, srv, http.MethodPost, path, alice.AccessToken, "", nil); resp.StatusCode != 403 {
+			t.Fatalf("delete-before by non-admin = %d %s", resp.StatusCode, b)
+		}
+		if resp, b := do(t, srv, http.MethodPost, "/_synapse/admin/v1/media/delete", admin.AccessToken, "", nil); resp.StatusCode != 400 || errcodeOf(b) != "M_MISSING_PARAM" {
+			t.Fatalf("delete-before without before_ts = %d %s", resp.StatusCode, b)
+		}
+		resp, b := do(t, srv, http.MethodPost, path, admin.AccessToken, "", nil)
+		var dr struct {
+			Deleted []string `json:"deleted_media"`
+			Total   int      `json:"total"`
+		}
+		if json.Unmarshal(b, &dr); resp.StatusCode != 200 || dr.Total != 1 || dr.Deleted[0] != big.FileID {
+			t.Fatalf("delete-before = %d %s, want only the large PNG", resp.StatusCode, b)
+		}
+		if resp, _ := get(t, srv, downloadPath(small), alice.AccessToken); resp.StatusCode != 200 {
+			t.Fatalf("small media after size-bounded delete = %d", resp.StatusCode)
+		}
+		old := "/_synapse/admin/v1/media/hs1.test/delete?before_ts=" + future
+		if resp, b := do(t, srv, http.MethodPost, old, admin.AccessToken, "", nil); resp.StatusCode != 200 || !strings.Contains(string(b), small.FileID) {
+			t.Fatalf("delete-before (server name form) = %d %s", resp.StatusCode, b)
+		}
+	})
 }

@@ -136,3 +136,54 @@ func (s *Service) RunRetention(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// DeleteBefore deletes local media uploaded before beforeTS and larger
+// than sizeGT bytes (Synapse's "delete local media by date or size"),
+// sparing what the keep hook names when keep is set. actor is the admin
+// (each deletion is audited). It returns the deleted media IDs.
+func (s *Service) DeleteBefore(ctx context.Context, beforeTS, sizeGT int64, keep bool, actor string) ([]string, error) {
+	deleted := []string{}
+	skip := 0
+	for {
+		rows, err := s.db.Query(ctx, `SELECT media_id FROM media WHERE origin = $1 AND content_hash IS NOT NULL AND created_ts < $2 AND size > $3
+			ORDER BY created_ts, media_id LIMIT $4 OFFSET $5`, s.serverName, beforeTS, sizeGT, retentionBatch, skip)
+		if err != nil {
+			return deleted, fmt.Errorf("find media to delete: %w", err)
+		}
+		var ids [][2]string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return deleted, err
+			}
+			ids = append(ids, [2]string{s.serverName, id})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return deleted, err
+		}
+		var spare map[string]bool
+		if keep {
+			if spare, err = s.keepers(ctx, ids); err != nil {
+				return deleted, fmt.Errorf("ask which media to keep: %w", err)
+			}
+		}
+		for _, id := range ids {
+			if spare[mxc(id[0], id[1])] {
+				skip++
+				continue
+			}
+			if err := s.DeleteBy(ctx, id[0], id[1], actor); err != nil {
+				if isNotFound(err) {
+					continue
+				}
+				return deleted, err
+			}
+			deleted = append(deleted, id[1])
+		}
+		if len(ids) < retentionBatch {
+			return deleted, nil
+		}
+	}
+}
