@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -138,8 +139,54 @@ func validateSend(req SendRequest) error {
 	if c == "" || c[0] != '{' || !json.Valid(req.Content) {
 		return httputil.BadJSON("event content must be a JSON object")
 	}
+	if !pairedSurrogates(req.Content) {
+		return httputil.BadJSON("event content has an unpaired UTF-16 surrogate escape")
+	}
 	if req.Type == spec.MRoomCreate {
 		return httputil.Forbidden("m.room.create is sent only by createRoom")
 	}
 	return nil
+}
+
+// pairedSurrogates reports whether every \uD800–\uDFFF escape in valid
+// JSON is half of a surrogate pair. A lone one is not a character; JSON
+// decoders silently replace or drop it, so storing it would change what
+// the client sent.
+func pairedSurrogates(b []byte) bool {
+	hex4 := func(i int) (int, bool) {
+		if i+4 > len(b) {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(b[i:i+4]), 16, 32)
+		return int(v), err == nil
+	}
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' || i+1 >= len(b) {
+			continue
+		}
+		if b[i+1] != 'u' {
+			i++ // skip the escaped character, which may be a backslash
+			continue
+		}
+		v, ok := hex4(i + 2)
+		if !ok {
+			return false
+		}
+		switch {
+		case v >= 0xDC00 && v <= 0xDFFF:
+			return false
+		case v >= 0xD800 && v <= 0xDBFF:
+			if i+12 > len(b) || b[i+6] != '\\' || b[i+7] != 'u' {
+				return false
+			}
+			lo, ok := hex4(i + 8)
+			if !ok || lo < 0xDC00 || lo > 0xDFFF {
+				return false
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return true
 }

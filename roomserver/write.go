@@ -325,6 +325,12 @@ func (w *writer) build(ctx context.Context, p proto) (gomatrixserverlib.PDU, err
 			}
 			return nil, httputil.BadJSON(ve.Message)
 		}
+		var bj gomatrixserverlib.BadJSONError
+		if errors.As(err, &bj) {
+			// e.g. a float or an integer beyond ±(2^53-1), which canonical
+			// JSON (room v6+) does not allow
+			return nil, httputil.BadJSON("event content is not valid canonical JSON: " + bj.Error())
+		}
 		return nil, fmt.Errorf("build %s event: %w", p.evType, err)
 	}
 	if len(pdu.JSON()) > maxEventBytes {
