@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"testing"
 
@@ -17,6 +18,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"praxis/internal/hstest"
+	"praxis/internal/storage/storagetest"
 )
 
 // keyReq sends a JSON request to a client API path under v3 and decodes
@@ -445,4 +447,63 @@ func TestDehydratedDevice(t *testing.T) {
 			t.Fatalf("after delete: %v", err)
 		}
 	})
+}
+
+// TestKeysClaimAcrossProcesses runs two servers on one PostgreSQL
+// database, as a care group scaled out would, and claims from both: no
+// one-time key may go out twice.
+func TestKeysClaimAcrossProcesses(t *testing.T) {
+	if os.Getenv(storagetest.EnvPostgres) == "" {
+		t.Skipf("needs %s", storagetest.EnvPostgres)
+	}
+	dsn := storagetest.FreshPostgres(t)
+	srv1 := hstest.New(t, hstest.WithDatabase(dsn))
+	srv2 := hstest.New(t, hstest.WithDatabase(dsn))
+	alice := srv1.Register(t, "alice")
+	const keys, claimers = 60, 8
+	otks := map[string]any{}
+	for i := 0; i < keys; i++ {
+		otks[fmt.Sprintf("signed_curve25519:K%03d", i)] = map[string]any{"key": fmt.Sprintf("k%d", i)}
+	}
+	if _, err := keyReq(t, alice, http.MethodPost, []any{"keys", "upload"}, nil, map[string]any{"one_time_keys": otks}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < claimers; i++ {
+		srv := srv1
+		if i%2 == 1 {
+			srv = srv2
+		}
+		c := srv.Register(t, fmt.Sprintf("claimer%d", i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < keys/claimers+1; j++ {
+				r, err := keyReq(t, c, http.MethodPost, []any{"keys", "claim"}, nil, map[string]any{
+					"one_time_keys": map[string]any{alice.UserID.String(): map[string]string{alice.DeviceID.String(): "signed_curve25519"}},
+				})
+				if err != nil {
+					t.Errorf("claim: %v", err)
+					return
+				}
+				r.Get("one_time_keys." + gjson.Escape(alice.UserID.String()) + "." + gjson.Escape(alice.DeviceID.String())).ForEach(func(k, _ gjson.Result) bool {
+					mu.Lock()
+					seen[k.String()]++
+					mu.Unlock()
+					return true
+				})
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != keys {
+		t.Errorf("%d distinct keys handed out, want %d", len(seen), keys)
+	}
+	for k, n := range seen {
+		if n > 1 {
+			t.Errorf("key %s handed out %d times across processes", k, n)
+		}
+	}
 }
