@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 
@@ -104,6 +105,7 @@ func (s *Service) CreateVersion(ctx context.Context, userID, algorithm string, a
 	if err != nil {
 		return "", err
 	}
+	slog.InfoContext(ctx, "key backup version created", "user_id", userID, "version", v)
 	return strconv.FormatInt(v, 10), nil
 }
 
@@ -198,8 +200,11 @@ func (s *Service) DeleteVersion(ctx context.Context, userID, version string) err
 		if k, _ := res.RowsAffected(); k == 0 {
 			return errNoVersion
 		}
-		_, err = tx.Exec(ctx, `DELETE FROM backup_keys WHERE user_id = $1 AND version = $2`, userID, n)
-		return err
+		if _, err = tx.Exec(ctx, `DELETE FROM backup_keys WHERE user_id = $1 AND version = $2`, userID, n); err != nil {
+			return fmt.Errorf("delete keys of backup version of %s: %w", userID, err)
+		}
+		tx.AfterCommit(func() { slog.InfoContext(ctx, "key backup version deleted", "user_id", userID, "version", n) })
+		return nil
 	})
 }
 

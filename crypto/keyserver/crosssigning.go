@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/tidwall/gjson"
@@ -162,6 +163,11 @@ func (s *Service) UploadCrossSigning(ctx context.Context, userID string, keys Cr
 				continue
 			}
 			changed = true
+			if _, replaced := stored[typ]; replaced {
+				// A replaced key is a security key reset: worth a line in
+				// the log when a user later asks why old messages are gone.
+				tx.AfterCommit(func() { slog.InfoContext(ctx, "cross-signing key replaced", "user_id", userID, "key_type", typ) })
+			}
 			if _, err := tx.Exec(ctx, `DELETE FROM cross_signing_keys WHERE user_id = $1 AND key_type = $2`, userID, typ); err != nil {
 				return fmt.Errorf("replace %s key of %s: %w", typ, userID, err)
 			}
