@@ -111,9 +111,9 @@ type Media struct {
 }
 
 type Federation struct {
-	Enabled bool `mapstructure:"enabled"`
-	// Allowlist names the health partners this node federates with; nobody else.
-	Allowlist          []string `mapstructure:"allowlist"`
+	// AllowedServers names the health partners this node federates with;
+	// nobody else. ["*"] is open federation; empty turns federation off.
+	AllowedServers     []string `mapstructure:"allowed_servers"`
 	TLSCert            string   `mapstructure:"tls_cert"`
 	TLSKey             string   `mapstructure:"tls_key"`
 	TrustedCAFile      string   `mapstructure:"trusted_ca_file"`
@@ -187,7 +187,7 @@ func Defaults() Config {
 			MaxUploadBytes: 50 << 20,
 			AllowedTypes:   []string{"application/pdf", "image/jpeg", "image/png", "application/octet-stream"},
 		},
-		Federation: Federation{Enabled: false},
+		Federation: Federation{AllowedServers: []string{}},
 		TURN: TURN{
 			TTL:               24 * time.Hour,
 			RelayPorts:        "49152-65535",
@@ -308,6 +308,14 @@ func (c *Config) Validate() error {
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(key, "%q is not host:port: %v", addr, err)
+		}
+	}
+	for _, name := range c.Federation.AllowedServers {
+		if name == "*" {
+			continue
+		}
+		if err := validServerName(name); err != nil {
+			bad("federation.allowed_servers", "%q: %v", name, err)
 		}
 	}
 	if c.RateLimit.Enabled && (c.RateLimit.PerSecond <= 0 || c.RateLimit.Burst < 1) {

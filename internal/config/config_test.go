@@ -43,9 +43,9 @@ func TestPrecedence(t *testing.T) {
 			}
 			return ""
 		}},
-		{"env lists are space separated", Flags{}, []string{"PRAXIS_FEDERATION_ALLOWLIST=hs2 hs3:8448"}, func(c *Config) string {
-			if len(c.Federation.Allowlist) != 2 || c.Federation.Allowlist[1] != "hs3:8448" {
-				return "allowlist = " + strings.Join(c.Federation.Allowlist, ",")
+		{"env lists are space separated", Flags{}, []string{"PRAXIS_FEDERATION_ALLOWED_SERVERS=hs2 hs3:8448"}, func(c *Config) string {
+			if len(c.Federation.AllowedServers) != 2 || c.Federation.AllowedServers[1] != "hs3:8448" {
+				return "allowlist = " + strings.Join(c.Federation.AllowedServers, ",")
 			}
 			return ""
 		}},

@@ -92,9 +92,10 @@ media:
   retention_unaccessed_days: 0
 
 federation:
-  enabled: false
-  # Health partners this node federates with; nobody else.
-  allowlist: []
+  # Health partners this node federates with; nobody else. ["*"] is open
+  # federation, [] turns federation off. praxisctl federation allow|deny
+  # changes it at runtime.
+  allowed_servers: []
   tls_cert: ""
   tls_key: ""
   trusted_ca_file: ""

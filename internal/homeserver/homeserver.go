@@ -18,7 +18,6 @@ import (
 	"praxis/crypto/backup"
 	"praxis/crypto/keyserver"
 	"praxis/crypto/todevice"
-	"praxis/federation"
 	"praxis/federation/keyring"
 	"praxis/internal/admin"
 	"praxis/internal/call/turn"
@@ -49,6 +48,9 @@ type Server struct {
 	Metrics *metrics.Registry
 	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
 	E2EE *keyserver.E2EE
+	// Fed is the federation side: allowlist, key ring, client, inbound
+	// transactions and the outbound sender (federation.go).
+	Fed *Federation
 
 	clientMux *http.ServeMux
 	fedMux    *http.ServeMux
@@ -66,6 +68,9 @@ type Server struct {
 type Options struct {
 	// BcryptCost overrides the password hashing cost (0 = default).
 	BcryptCost int
+	// FederationTransport replaces the network for outbound federation
+	// (hstest.NewNetwork routes requests between in-process servers).
+	FederationTransport http.RoundTripper
 }
 
 // New builds a server: opens and migrates the database, loads or creates
@@ -247,8 +252,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		s.adminMux.Handle("GET /metrics", s.requireAdmin(s.Metrics.Handler()))
 	}
 
-	fed := &federation.API{ServerName: cfg.ServerName, Key: key}
-	fed.Routes(s.fedMux)
+	if err := s.setupFederation(ctx, bgCtx, opts); err != nil {
+		cancel()
+		db.Close()
+		return nil, err
+	}
 	// The key endpoint is also reachable on the client listener so that a
 	// node without a federation listener still publishes its key.
 	s.clientMux.Handle("GET /_matrix/key/v2/server", s.fedMux)
@@ -268,7 +276,8 @@ func (s *Server) AdminHandler() http.Handler {
 
 // FederationHandler serves the Server-Server API.
 func (s *Server) FederationHandler() http.Handler {
-	return httputil.Middleware(s.Metrics.Instrument(s.fedMux), s.Config.Limits.MaxBodyBytes)
+	// a transaction may carry 50 PDUs of up to 64 KiB each plus EDUs
+	return httputil.Middleware(s.Metrics.Instrument(s.fedMux), max(s.Config.Limits.MaxBodyBytes, federationMaxBody))
 }
 
 // requireAdmin lets only holders of an admin access token through.
