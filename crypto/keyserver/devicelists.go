@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sort"
+
+	"praxis/internal/storage"
 )
 
 // DeviceListChanges answers /sync's device_lists and /keys/changes for
@@ -102,4 +104,25 @@ func collect(rows rowsScanner, into map[string]bool) error {
 		into[u] = true
 	}
 	return rows.Err()
+}
+
+// MarkDeviceListChanged records that users' devices changed without a
+// local key upload: federation calls it for m.device_list_update and
+// m.signing_key_update EDUs about remote users, so local room-mates
+// re-query their keys.
+func (s *Service) MarkDeviceListChanged(ctx context.Context, userIDs ...string) error {
+	if len(userIDs) == 0 {
+		return nil
+	}
+	var pos int64
+	err := s.db.Transact(ctx, func(tx *storage.DB) error {
+		var err error
+		pos, err = markChanged(ctx, tx, userIDs...)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.publish(pos)
+	return nil
 }

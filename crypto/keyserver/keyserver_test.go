@@ -390,5 +390,17 @@ func TestDeviceListChanges(t *testing.T) {
 		if r, _ := s.Query(ctx, carol, map[string][]string{alice: nil}); len(r.DeviceKeys[alice]) != 0 {
 			t.Fatalf("deleted device still served: %v", r.DeviceKeys[alice])
 		}
+		// A remote room-mate's device update arriving over federation.
+		const remote = "@rem:other.test"
+		member(1, remote, "join")
+		from, _ = db.StreamHead(ctx)
+		if err := s.MarkDeviceListChanged(ctx, remote); err != nil {
+			t.Fatal(err)
+		}
+		head, _ = db.StreamHead(ctx)
+		changed, _, _ = s.DeviceListChanges(ctx, alice, from, head)
+		if fmt.Sprint(changed) != "[@rem:other.test]" {
+			t.Fatalf("after a remote device update: changed=%v", changed)
+		}
 	})
 }
