@@ -197,15 +197,30 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.build(ctx, req, head)
-	if err != nil || deadline == nil || !resp.empty() {
-		return resp, err
+	if deadline == nil || req.Since.ToDevice > 0 {
+		// no waiting (initial, full_state, timeout 0), or to-device
+		// messages left over from the last response: answer now
+		return s.build(ctx, req, head)
+	}
+	// A client long-polls again right after each response, usually with
+	// nothing new yet: the cheap question first, the full answer only if
+	// it says yes.
+	news, err := s.anythingNew(ctx, req, req.Since.Pos, head)
+	if err != nil {
+		return nil, err
+	}
+	if news {
+		resp, err := s.build(ctx, req, head)
+		if err != nil || !resp.empty() {
+			return resp, err
+		}
 	}
 	// Nothing for this user up to head: sleep until the stream moves, then
 	// ask the cheap question "anything for me in (head, new head]?" and
 	// build a response only when the answer is yes.
+	seen := head // the newest notifier position already looked at
 	for {
-		if s.notifier.Position() <= head {
+		if s.notifier.Position() <= seen {
 			select {
 			case <-changed:
 			case <-deadline:
@@ -220,6 +235,8 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 			}
 		}
 		changed = s.notifier.Changed()
+		// (a notifier ahead of what the database shows must not spin us)
+		seen = max(seen, s.notifier.Position())
 		newHead, err := s.readHead(ctx, req)
 		if err != nil {
 			return nil, err
@@ -235,7 +252,7 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		if !news {
 			continue
 		}
-		if resp, err = s.build(ctx, req, head); err != nil || !resp.empty() {
+		if resp, err := s.build(ctx, req, head); err != nil || !resp.empty() {
 			return resp, err
 		}
 	}
