@@ -304,6 +304,14 @@ func TestCrossSigningAndSignatures(t *testing.T) {
 		if resp.MasterKeys[alice] == nil || resp.SelfSigningKeys[alice] == nil {
 			t.Fatalf("cross-signing keys missing: %+v", resp)
 		}
+		// What another server sees on /user/devices.
+		ud, err := s.LocalUserDevices(ctx, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ud.Devices) != 1 || ud.Devices[0].DeviceID != "DEV1" || ud.StreamID == 0 || ud.MasterKey == nil || ud.SelfSigningKey == nil {
+			t.Fatalf("user devices: %+v", ud)
+		}
 	})
 }
 

@@ -1,0 +1,45 @@
+package keyserver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/tidwall/gjson"
+)
+
+// UserDevices is the answer to GET /_matrix/federation/v1/user/devices/{userId}.
+type UserDevices struct {
+	UserID         string          `json:"user_id"`
+	StreamID       int64           `json:"stream_id"`
+	Devices        []DeviceEntry   `json:"devices"`
+	MasterKey      json.RawMessage `json:"master_key,omitempty"`
+	SelfSigningKey json.RawMessage `json:"self_signing_key,omitempty"`
+}
+
+// DeviceEntry is one device in UserDevices.
+type DeviceEntry struct {
+	DeviceID    string          `json:"device_id"`
+	DisplayName string          `json:"device_display_name,omitempty"`
+	Keys        json.RawMessage `json:"keys"`
+}
+
+// LocalUserDevices lists a local user's devices with keys for another
+// server. stream_id is the user's latest device-list position, so the
+// remote side can tell whether an update EDU is newer than what it has.
+func (s *Service) LocalUserDevices(ctx context.Context, userID string) (*UserDevices, error) {
+	q, err := s.Query(ctx, "", map[string][]string{userID: nil})
+	if err != nil {
+		return nil, err
+	}
+	out := &UserDevices{UserID: userID, Devices: []DeviceEntry{}, MasterKey: q.MasterKeys[userID], SelfSigningKey: q.SelfSigningKeys[userID]}
+	for id, keys := range q.DeviceKeys[userID] {
+		out.Devices = append(out.Devices, DeviceEntry{DeviceID: id, DisplayName: gjson.GetBytes(keys, "unsigned.device_display_name").String(), Keys: keys})
+	}
+	sort.Slice(out.Devices, func(i, j int) bool { return out.Devices[i].DeviceID < out.Devices[j].DeviceID })
+	if err := s.db.QueryRow(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM device_list_changes WHERE user_id = $1`, userID).Scan(&out.StreamID); err != nil {
+		return nil, fmt.Errorf("read device list position of %s: %w", userID, err)
+	}
+	return out, nil
+}
