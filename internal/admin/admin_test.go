@@ -122,6 +122,9 @@ func TestAdminOnly(t *testing.T) {
 	if st := rawStatus(t, anon, "GET", "/_synapse/admin/v1/nonsense", ""); st != 404 {
 		t.Errorf("unknown admin path: %d, want 404", st)
 	}
+	if st := rawStatus(t, anon, "DELETE", "/_synapse/admin/v1/rooms", ""); st != 405 {
+		t.Errorf("wrong method on an admin path: %d, want 405", st)
+	}
 }
 
 func TestUsers(t *testing.T) {
