@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"praxis/internal/httputil"
 	"praxis/internal/storage"
@@ -141,6 +142,9 @@ func parseList(q url.Values) (ListOptions, error) {
 
 // adminUserMedia serves GET /_synapse/admin/v1/users/{userId}/media.
 func (s *Service) adminUserMedia(r *http.Request, admin string) (any, error) {
+	if !strings.HasSuffix(r.PathValue("userId"), ":"+s.serverName) {
+		return nil, httputil.InvalidParam("can only look up local users")
+	}
 	o, err := parseList(r.URL.Query())
 	if err != nil {
 		return nil, err
@@ -172,6 +176,9 @@ func (s *Service) adminUserMedia(r *http.Request, admin string) (any, error) {
 // adminDeleteUserMedia serves DELETE /_synapse/admin/v1/users/{userId}/media:
 // it deletes one page (from/limit/order_by/dir as for listing).
 func (s *Service) adminDeleteUserMedia(r *http.Request, admin string) (any, error) {
+	if !strings.HasSuffix(r.PathValue("userId"), ":"+s.serverName) {
+		return nil, httputil.InvalidParam("can only look up local users")
+	}
 	o, err := parseList(r.URL.Query())
 	if err != nil {
 		return nil, err
