@@ -12,6 +12,7 @@ import (
 	"praxis/crypto/keyserver"
 	"praxis/crypto/todevice"
 	"praxis/internal/call/turn"
+	"praxis/internal/care"
 	"praxis/internal/config"
 	"praxis/internal/ephemeral"
 	"praxis/internal/httputil"
@@ -45,6 +46,10 @@ type API struct {
 	// sync, typing, receipts, read markers (sync.go, ephemeral.go)
 	Sync      *syncapi.Service
 	Ephemeral *ephemeral.Service
+
+	// Care is the health domain: contact policy on lookups, request board
+	// (care.go); nil = plain Matrix.
+	Care *care.Service
 }
 
 // authed adapts a handler that needs a logged-in caller.

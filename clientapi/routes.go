@@ -20,7 +20,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /.well-known/matrix/client", open(a.wellKnownClient))
 
 	// accounts: register, login, logout, whoami, password, deactivate, devices (account.go)
-	mux.Handle("POST "+v3+"/register", openUIA(a.register))
+	mux.Handle("POST "+v3+"/register", openUIA(a.careRegister))
 	mux.Handle("GET "+v3+"/register/available", open(a.registerAvailable))
 	mux.Handle("GET "+v1+"/register/m.login.registration_token/validity", open(a.registrationTokenValidity))
 	mux.Handle("GET "+v3+"/login", open(a.loginFlows))
@@ -40,10 +40,10 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+v3+"/capabilities", authed(a, a.capabilities))
 
 	// profile, account data, filters, push rules, presence (profile.go, accountdata.go, pushrules.go)
-	mux.Handle("GET "+v3+"/profile/{userId}", open(a.profile))
-	mux.Handle("GET "+v3+"/profile/{userId}/displayname", open(a.displayName))
+	mux.Handle("GET "+v3+"/profile/{userId}", a.careProfile(open(a.profile)))
+	mux.Handle("GET "+v3+"/profile/{userId}/displayname", a.careProfile(open(a.displayName)))
 	mux.Handle("PUT "+v3+"/profile/{userId}/displayname", authed(a, a.setDisplayName))
-	mux.Handle("GET "+v3+"/profile/{userId}/avatar_url", open(a.avatarURL))
+	mux.Handle("GET "+v3+"/profile/{userId}/avatar_url", a.careProfile(open(a.avatarURL)))
 	mux.Handle("PUT "+v3+"/profile/{userId}/avatar_url", authed(a, a.setAvatarURL))
 	mux.Handle("GET "+v3+"/presence/{userId}/status", authed(a, a.presence))
 	mux.Handle("PUT "+v3+"/presence/{userId}/status", authed(a, a.setPresence))
@@ -105,9 +105,9 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+v3+"/directory/room/{roomAlias}", open(a.resolveAlias))
 	mux.Handle("GET "+v3+"/rooms/{roomId}/aliases", authed(a, a.roomAliases))
 	mux.Handle("GET "+v3+"/directory/list/room/{roomId}", open(a.roomDirectoryVisibility))
-	mux.Handle("GET "+v3+"/publicRooms", authed(a, a.publicRoomsGet))
-	mux.Handle("POST "+v3+"/publicRooms", authed(a, a.publicRoomsPost))
-	mux.Handle("POST "+v3+"/user_directory/search", authed(a, a.searchUsers))
+	mux.Handle("GET "+v3+"/publicRooms", a.careNoPatients(authed(a, a.publicRoomsGet)))
+	mux.Handle("POST "+v3+"/publicRooms", a.careNoPatients(authed(a, a.publicRoomsPost)))
+	mux.Handle("POST "+v3+"/user_directory/search", authed(a, a.careSearchUsers))
 	mux.Handle("GET "+v1+"/room_summary/{roomIdOrAlias}", open(a.roomSummary))
 	mux.Handle("GET /_matrix/client/unstable/im.nheko.summary/summary/{roomIdOrAlias}", open(a.roomSummary))
 
@@ -119,7 +119,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 
 	// end-to-end encryption: keys, to-device, key backup (keys.go)
 	mux.Handle("POST "+v3+"/keys/upload", authed(a, a.uploadKeys))
-	mux.Handle("POST "+v3+"/keys/query", authed(a, a.queryKeys))
+	mux.Handle("POST "+v3+"/keys/query", authed(a, a.careQueryKeys))
 	mux.Handle("POST "+v3+"/keys/claim", authed(a, a.claimKeys))
 	mux.Handle("GET "+v3+"/keys/changes", authed(a, a.keyChanges))
 	mux.Handle("POST "+v3+"/keys/changes", authed(a, a.keyChanges)) // mautrix-go sends POST
@@ -164,6 +164,14 @@ func (a *API) Routes(mux *http.ServeMux) {
 
 	// video consultations: TURN credentials (voip.go)
 	mux.Handle("GET "+v3+"/voip/turnServer", authed(a, a.turnServer))
+
+	// care domain: request board and coupling verification for staff (care.go);
+	// register, profile, publicRooms, user_directory and keys/query above pass
+	// through the contact policy there too
+	mux.Handle("GET "+praxisV1+"/board", authed(a, a.board))
+	mux.Handle("POST "+praxisV1+"/board/{roomId}/claim", authed(a, a.claimRequest))
+	mux.Handle("POST "+praxisV1+"/board/{roomId}/close", authed(a, a.closeRequest))
+	mux.Handle("POST "+praxisV1+"/couplings/{roomId}/verify", authed(a, a.verifyCoupling))
 
 	// Everything else under the client prefix is unknown: JSON 404, or 405
 	// when the path exists with another method.

@@ -159,6 +159,11 @@ func (s *Service) aliasRoom(ctx context.Context, alias string) (string, error) {
 // Join joins userID to a local room by ID or alias and returns the room
 // ID. Joining a room one is already in changes nothing.
 func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string) (string, error) {
+	if s.policy != nil && strings.HasPrefix(roomIDOrAlias, "#") {
+		if roomID, err := s.policy.JoinAlias(ctx, userID, roomIDOrAlias); err != nil || roomID != "" {
+			return roomID, err
+		}
+	}
 	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
 	if err != nil {
 		return "", err

@@ -38,6 +38,8 @@ type Service struct {
 	cfg        *config.Config
 	now        func() time.Time
 	profile    ProfileLookup
+	// policy is the node's care policy (nil: plain Matrix), policy.go.
+	policy Policy
 
 	// rooms caches what never changes about a room: its NID and version.
 	rooms sync.Map // room ID → *roomInfo

@@ -347,6 +347,9 @@ func (w *writer) build(ctx context.Context, p proto) (gomatrixserverlib.PDU, err
 		}
 		return nil, httputil.Forbidden(err.Error())
 	}
+	if err := w.checkPolicy(ctx, pdu); err != nil {
+		return nil, err
+	}
 	return pdu, nil
 }
 
@@ -529,6 +532,7 @@ func (w *writer) finish(ctx context.Context) (int64, error) {
 			}
 		}
 		w.s.notifier.Publish(pos)
+		w.s.policyWritten(ctx, w.room.id, written)
 	})
 	return pos, nil
 }

@@ -46,6 +46,14 @@ type Config struct {
 	Federation   Federation   `mapstructure:"federation"`
 	TURN         TURN         `mapstructure:"turn"`
 	Metrics      Metrics      `mapstructure:"metrics"`
+	Care         Care         `mapstructure:"care"`
+}
+
+// Care configures the health domain (internal/care).
+type Care struct {
+	// Policy is enforce (the health rules: self-registered accounts are
+	// patients, the contact policy holds) or off (a plain Matrix node).
+	Policy string `mapstructure:"policy"`
 }
 
 type Listen struct {
@@ -195,7 +203,8 @@ func Defaults() Config {
 			TotalQuota:        1000,
 			UserBandwidthKbps: 8000,
 		},
-		Metrics:    Metrics{Enabled: true},
+		Metrics: Metrics{Enabled: true},
+		Care:    Care{Policy: "enforce"},
 	}
 }
 
@@ -347,6 +356,9 @@ func (c *Config) Validate() error {
 		bad("media.retention_unaccessed_days", "must not be negative (0 keeps media)")
 	}
 	c.TURN.validate(bad)
+	if c.Care.Policy != "enforce" && c.Care.Policy != "off" {
+		bad("care.policy", "%q: want enforce or off", c.Care.Policy)
+	}
 	return errors.Join(errs...)
 }
 

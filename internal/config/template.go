@@ -137,6 +137,12 @@ turn:
 
 metrics:
   enabled: true
+
+# The health domain: practices, staff, patients. enforce: self-registered
+# accounts are patients and the contact policy holds (patients reach only
+# the practices they coupled with). off: a plain Matrix node. See docs/care.md.
+care:
+  policy: "enforce"
 `
 
 // WriteDefaultFile writes the commented default config to path unless a

@@ -21,6 +21,7 @@ import (
 	"praxis/federation/keyring"
 	"praxis/internal/admin"
 	"praxis/internal/call/turn"
+	"praxis/internal/care"
 	"praxis/internal/config"
 	"praxis/internal/ephemeral"
 	"praxis/internal/httputil"
@@ -48,6 +49,8 @@ type Server struct {
 	Metrics *metrics.Registry
 	// E2EE is the encryption state /sync reads (to-device, device lists, key counts).
 	E2EE *keyserver.E2EE
+	// Care is the health domain: practices, staff, coupling, contact policy.
+	Care *care.Service
 	// Fed is the federation side: allowlist, key ring, client, inbound
 	// transactions and the outbound sender (federation.go).
 	Fed *Federation
@@ -217,6 +220,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if cfg.RateLimit.Enabled {
 		api.AuthLimiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
 	}
+	// The care domain: its contact policy sits on the room authority's
+	// write path, its coupling aliases on joins (care.policy off keeps
+	// coupling but drops the policy).
+	s.Care = care.New(db, s.Users, s.Rooms, cfg.Care.Policy == "enforce")
+	s.Rooms.SetPolicy(s.Care)
+	api.Care = s.Care
 	api.Routes(s.clientMux)
 
 	// Admin API: on the client listener, or on its own when admin.listen
@@ -229,6 +238,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		s.adminMux = http.NewServeMux()
 	}
 	s.Admin.Routes(s.adminMux)
+	// Practices, staff and coupling codes, audited; practice admins see
+	// their practice's audit entries.
+	s.Admin.CareRoutes(s.adminMux, s.Care)
+	s.Admin.SetPracticeScope(admin.PracticeScopeOf(s.Care))
+	s.Care.SetAudit(func(ctx context.Context, tx *storage.DB, r care.AuditRecord) error {
+		_, err := s.Admin.Audit().Append(ctx, tx, admin.Record{Actor: r.Actor, Action: r.Action, Target: r.Target, Params: r.Params, Practice: r.Practice})
+		return err
+	})
 	// Media quarantine, deletion and listing: Synapse's paths, audited in
 	// the same transaction as the action.
 	s.Media.SetAudit(func(ctx context.Context, tx *storage.DB, actor, action, target string, params map[string]any) error {

@@ -45,6 +45,9 @@ func New(t testing.TB, opts ...Option) *Server {
 	cfg.Registration.Open = true
 	cfg.RateLimit.Enabled = false
 	cfg.Log.Level = "warn"
+	// Plain Matrix unless a test opts into the health rules
+	// (WithConfig(func(c) { c.Care.Policy = "enforce" })).
+	cfg.Care.Policy = "off"
 	for _, o := range opts {
 		o(&cfg)
 	}
