@@ -178,9 +178,24 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req Uploa
 				Scan(&oldJSON, &oldEd, &oldCurve)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
-				if _, err := tx.Exec(ctx, `INSERT INTO device_keys (user_id, device_id, key_json, ed25519, curve25519) VALUES ($1, $2, $3, $4, $5)`,
-					userID, deviceID, string(req.DeviceKeys), ed, curve); err != nil {
+				// ON CONFLICT: a concurrent first upload of the same device
+				// (a client retrying on a second connection) must not turn
+				// into a unique violation on Postgres.
+				res, err := tx.Exec(ctx, `INSERT INTO device_keys (user_id, device_id, key_json, ed25519, curve25519) VALUES ($1, $2, $3, $4, $5)
+					ON CONFLICT (user_id, device_id) DO NOTHING`,
+					userID, deviceID, string(req.DeviceKeys), ed, curve)
+				if err != nil {
 					return fmt.Errorf("store device keys of %s: %w", deviceID, err)
+				}
+				if n, _ := res.RowsAffected(); n == 0 {
+					if err := tx.QueryRow(ctx, `SELECT ed25519, curve25519 FROM device_keys WHERE user_id = $1 AND device_id = $2`, userID, deviceID).
+						Scan(&oldEd, &oldCurve); err != nil {
+						return fmt.Errorf("read device keys of %s: %w", deviceID, err)
+					}
+					if oldEd != ed || oldCurve != curve {
+						return httputil.InvalidParam("the identity keys of an existing device cannot change; log in as a new device")
+					}
+					break
 				}
 				changed = true
 			case err != nil:
