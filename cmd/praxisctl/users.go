@@ -28,7 +28,7 @@ type userDetails struct {
 	AvatarURL   *string `json:"avatar_url"`
 	Admin       bool    `json:"admin"`
 	Deactivated bool    `json:"deactivated"`
-	CreationTS  int64   `json:"creation_ts"`
+	CreationTS  int64   `json:"creation_ts"` // seconds, as in Synapse
 	Kind        string  `json:"praxis_kind"`
 }
 
@@ -234,7 +234,7 @@ func init() {
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "USER ID\tDISPLAY NAME\tADMIN\tDEACTIVATED\tKIND\tCREATED")
 			for _, u := range resp.Users {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, str(u.DisplayName), yesNo(u.Admin), yesNo(u.Deactivated), u.Kind, fmtTime(u.CreationTS))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, str(u.DisplayName), yesNo(u.Admin), yesNo(u.Deactivated), u.Kind, fmtTime(u.CreationTS*1000))
 			}
 			tw.Flush()
 			fmt.Fprintf(c.stdout, "%d of %d users", len(resp.Users), resp.Total)
@@ -273,7 +273,7 @@ func init() {
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			for _, kv := range [][2]string{
 				{"user ID", u.Name}, {"display name", str(u.DisplayName)}, {"avatar", str(u.AvatarURL)},
-				{"kind", u.Kind}, {"admin", yesNo(u.Admin)}, {"deactivated", yesNo(u.Deactivated)}, {"created", fmtTime(u.CreationTS)},
+				{"kind", u.Kind}, {"admin", yesNo(u.Admin)}, {"deactivated", yesNo(u.Deactivated)}, {"created", fmtTime(u.CreationTS * 1000)},
 			} {
 				fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 			}

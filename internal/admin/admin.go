@@ -99,6 +99,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+synV2+"/users", s.admin(s.listUsers))
 	mux.Handle("GET "+synV2+"/users/{userId}", s.admin(s.getUser))
 	mux.Handle("PUT "+synV2+"/users/{userId}", s.admin(s.putUser))
+	mux.Handle("GET "+synV1+"/username_available", s.admin(s.usernameAvailable))
 	mux.Handle("POST "+synV1+"/deactivate/{userId}", s.admin(s.deactivateUser))
 	mux.Handle("POST "+synV1+"/reset_password/{userId}", s.admin(s.resetPassword))
 	mux.Handle("GET "+synV2+"/users/{userId}/devices", s.admin(s.listDevices))

@@ -16,15 +16,17 @@ import (
 // has no notion of (guests, shadow bans, threepids) keep their neutral
 // values so that tools written for Synapse can parse the answer.
 type userDetails struct {
-	Name         string   `json:"name"`
-	DisplayName  *string  `json:"displayname"`
-	AvatarURL    *string  `json:"avatar_url"`
-	IsGuest      bool     `json:"is_guest"`
-	Admin        bool     `json:"admin"`
-	Deactivated  bool     `json:"deactivated"`
-	Erased       bool     `json:"erased"`
-	ShadowBanned bool     `json:"shadow_banned"`
-	Locked       bool     `json:"locked"`
+	Name         string  `json:"name"`
+	DisplayName  *string `json:"displayname"`
+	AvatarURL    *string `json:"avatar_url"`
+	IsGuest      bool    `json:"is_guest"`
+	Admin        bool    `json:"admin"`
+	Deactivated  bool    `json:"deactivated"`
+	Erased       bool    `json:"erased"`
+	ShadowBanned bool    `json:"shadow_banned"`
+	Locked       bool    `json:"locked"`
+	// CreationTS is in seconds, as Synapse sends it and its admin
+	// clients (synapse-admin, mautrix synapseadmin) read it.
 	CreationTS   int64    `json:"creation_ts"`
 	AppserviceID *string  `json:"appservice_id"`
 	UserType     *string  `json:"user_type"`
@@ -44,7 +46,7 @@ func nullable(s string) *string {
 func detailsOf(a *users.Account) *userDetails {
 	return &userDetails{
 		Name: a.UserID, DisplayName: nullable(a.DisplayName), AvatarURL: nullable(a.AvatarURL),
-		Admin: a.IsAdmin, Deactivated: a.Deactivated, CreationTS: a.CreatedTS, Kind: a.Kind,
+		Admin: a.IsAdmin, Deactivated: a.Deactivated, CreationTS: a.CreatedTS / 1000, Kind: a.Kind,
 		Threepids: []string{}, ExternalIDs: []string{},
 	}
 }
@@ -456,4 +458,25 @@ func (s *Service) putAdmin(r *http.Request, caller *users.Device) (any, error) {
 		return nil, err
 	}
 	return struct{}{}, nil
+}
+
+// usernameAvailable serves GET /_synapse/admin/v1/username_available?username=:
+// like the client API's register/available, but open to admins even when
+// registration is closed.
+func (s *Service) usernameAvailable(r *http.Request, caller *users.Device) (any, error) {
+	localpart := r.URL.Query().Get("username")
+	if localpart == "" {
+		return nil, httputil.MissingParam("username is required")
+	}
+	if err := s.users.ValidateLocalpart(localpart); err != nil {
+		return nil, userError(err)
+	}
+	ok, err := s.users.LocalpartAvailable(r.Context(), localpart)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, userError(users.ErrUserInUse)
+	}
+	return map[string]bool{"available": true}, nil
 }
