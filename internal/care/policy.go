@@ -250,14 +250,14 @@ func (s *Service) checkPermissionConfig(ctx context.Context, from, to *party) er
 	if err != nil || len(raw) == 0 {
 		return nil // no setting (or unreadable: the contact policy already held)
 	}
-	if !permissionAllows(raw, from.id, from.restricted()) {
+	if !PermissionAllows(raw, from.id, from.restricted()) {
 		return httputil.Forbidden(to.id + " does not accept invites from " + from.id)
 	}
 	return nil
 }
 
-// permissionAllows evaluates a permission config for an inviter.
-func permissionAllows(raw json.RawMessage, inviter string, inviterIsPatient bool) bool {
+// PermissionAllows evaluates a permission config for an inviter.
+func PermissionAllows(raw json.RawMessage, inviter string, inviterIsPatient bool) bool {
 	var pc struct {
 		DefaultSetting   string                     `json:"defaultSetting"`
 		UserExceptions   map[string]json.RawMessage `json:"userExceptions"`
