@@ -22,7 +22,9 @@ type Authenticator interface {
 // spec still allows, the access_token query parameter.
 func Token(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
-		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		// RFC 9110: the scheme name is case-insensitive.
+		scheme, t, ok := strings.Cut(h, " ")
+		if ok && strings.EqualFold(scheme, "Bearer") {
 			return strings.TrimSpace(t)
 		}
 		return ""

@@ -63,3 +63,27 @@ func TestUIAErrorBody(t *testing.T) {
 		t.Error("WriteUIAError wrote a non-UIA error")
 	}
 }
+
+func TestToken(t *testing.T) {
+	for _, tc := range []struct {
+		header, query, want string
+	}{
+		{"Bearer abc", "", "abc"},
+		{"bearer abc", "", "abc"},
+		{"Basic abc", "", ""},
+		{"Bearer", "", ""},
+		{"", "qtok", "qtok"},
+		{"Bearer hdr", "qtok", "hdr"},
+	} {
+		r := httptest.NewRequest("GET", "/x?access_token="+tc.query, nil)
+		if tc.query == "" {
+			r = httptest.NewRequest("GET", "/x", nil)
+		}
+		if tc.header != "" {
+			r.Header.Set("Authorization", tc.header)
+		}
+		if got := Token(r); got != tc.want {
+			t.Errorf("Token(header %q, query %q) = %q, want %q", tc.header, tc.query, got, tc.want)
+		}
+	}
+}
