@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/tidwall/gjson"
@@ -583,6 +584,67 @@ func TestChatEndToEnd(t *testing.T) {
 		}
 		if _, err := bob.SendText(ctx, room.RoomID, "nach dem Verlassen"); hstest.ErrCode(err) != "M_FORBIDDEN" {
 			t.Errorf("send after leaving: %v, want M_FORBIDDEN", err)
+		}
+	})
+}
+
+func TestConcurrentSendsIntoOneRoom(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const senders, each = 6, 10
+		clients := []*mautrix.Client{alice}
+		for i := 1; i < senders; i++ {
+			c := srv.Register(t, fmt.Sprintf("user%d", i))
+			if _, err := c.JoinRoomByID(ctx, room.RoomID); err != nil {
+				t.Fatal(err)
+			}
+			clients = append(clients, c)
+		}
+		start := streamHead(t, srv)
+		var mu sync.Mutex
+		ids := map[id.EventID]bool{}
+		var wg sync.WaitGroup
+		for _, c := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					resp, err := c.SendText(ctx, room.RoomID, fmt.Sprintf("nachricht %d", i))
+					if err != nil {
+						t.Errorf("%s send %d: %v", c.UserID, i, err)
+						return
+					}
+					mu.Lock()
+					ids[resp.EventID] = true
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(ids) != senders*each {
+			t.Fatalf("%d distinct event IDs, want %d", len(ids), senders*each)
+		}
+		rows, err := srv.DB.Query(ctx, `SELECT stream_pos FROM events WHERE stream_pos > $1 ORDER BY stream_pos`, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		want := start
+		for rows.Next() {
+			var pos int64
+			rows.Scan(&pos)
+			want++
+			if pos != want {
+				t.Fatalf("stream position %d where %d was expected: a gap or a duplicate", pos, want)
+			}
+		}
+		if got := want - start; got != senders*each {
+			t.Errorf("%d events after the sends, want %d", got, senders*each)
 		}
 	})
 }

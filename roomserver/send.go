@@ -1,6 +1,7 @@
 package roomserver
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -70,6 +71,18 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 	pre, err := s.readHead(ctx, s.db, room)
 	if err != nil {
 		return "", err
+	}
+	if req.StateKey != nil && req.Type != spec.MRoomMember {
+		// Setting state to what the same sender already set is a no-op
+		// that answers with the existing event, as clients expect from
+		// repeated PUTs.
+		old, err := pre.current(ctx, req.Type, *req.StateKey)
+		if err != nil {
+			return "", err
+		}
+		if old != nil && string(old.SenderID()) == req.Sender && bytes.Equal(canonical(old.Content()), canonical(req.Content)) {
+			return old.EventID(), nil
+		}
 	}
 	prebuilt, err := pre.build(ctx, p)
 	if err != nil {

@@ -543,3 +543,30 @@ func BenchmarkSendParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestRepeatedStateIsNoOp(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := t.Context()
+		s := newTestService(t, db)
+		res, err := s.CreateRoom(ctx, CreateRoomRequest{Creator: alice})
+		if err != nil {
+			t.Fatal(err)
+		}
+		empty := ""
+		set := func(content string) string {
+			t.Helper()
+			id, err := s.Send(ctx, SendRequest{RoomID: res.RoomID, Sender: alice, Type: "m.room.topic", StateKey: &empty, Content: json.RawMessage(content)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		first := set(`{"topic":"Sprechzeiten","x":1}`)
+		if again := set(`{"x":1, "topic":"Sprechzeiten"}`); again != first {
+			t.Errorf("identical state made a new event %s, want %s", again, first)
+		}
+		if changed := set(`{"topic":"Urlaub"}`); changed == first {
+			t.Errorf("changed state returned the old event")
+		}
+	})
+}
