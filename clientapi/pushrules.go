@@ -150,7 +150,7 @@ func (a *API) putPushRule(r *http.Request, dev *users.Device) (*empty, error) {
 		}
 		rule.Pattern = req.Pattern
 	case "room":
-		if _, err := roomIDSyntax(id); err != nil {
+		if !validRoomID(id) {
 			return nil, httputil.InvalidParam("room rules are named by a room ID")
 		}
 	case "sender":
@@ -171,11 +171,8 @@ func (a *API) putPushRule(r *http.Request, dev *users.Device) (*empty, error) {
 	return &empty{}, nil
 }
 
-func roomIDSyntax(id string) (string, error) {
-	if !strings.HasPrefix(id, "!") || !strings.Contains(id, ":") {
-		return "", httputil.InvalidParam("invalid room ID")
-	}
-	return id, nil
+func validRoomID(id string) bool {
+	return strings.HasPrefix(id, "!") && strings.Contains(id, ":") && len(id) <= 255
 }
 
 // deletePushRule serves DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}.

@@ -256,22 +256,18 @@ func (s *Service) PutPushRule(ctx context.Context, userID, kind string, rule Pus
 		return fmt.Errorf("%w: rule IDs starting with '.' are reserved for server-default rules", ErrInvalid)
 	}
 	return s.db.Transact(ctx, func(tx *storage.DB) error {
-		type item struct {
-			id  string
-			ord int64
-		}
-		rows, err := tx.Query(ctx, `SELECT rule_id, ord FROM push_rules WHERE user_id = $1 AND kind = $2 ORDER BY ord`, userID, kind)
+		rows, err := tx.Query(ctx, `SELECT rule_id FROM push_rules WHERE user_id = $1 AND kind = $2 ORDER BY ord`, userID, kind)
 		if err != nil {
 			return fmt.Errorf("read push rules: %w", err)
 		}
 		var ids []string
 		for rows.Next() {
-			var it item
-			if err := rows.Scan(&it.id, &it.ord); err != nil {
+			var id string
+			if err := rows.Scan(&id); err != nil {
 				rows.Close()
 				return err
 			}
-			ids = append(ids, it.id)
+			ids = append(ids, id)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
