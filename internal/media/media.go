@@ -90,9 +90,9 @@ type Service struct {
 	mu      sync.Mutex
 	waiters map[string][]chan struct{} // origin/mediaID → downloads waiting for an async upload
 
-	thumbMu    sync.Mutex
-	thumbLocks map[string]*thumbLock
-	thumbSem   chan struct{} // bounds concurrent thumbnail generation
+	keyMu    sync.Mutex
+	keyLocks map[string]*keyLock
+	thumbSem chan struct{} // bounds concurrent thumbnail generation
 
 	deletedByRetention atomic.Int64
 	uploads            atomic.Int64
@@ -100,6 +100,7 @@ type Service struct {
 	policyRejections   atomic.Int64
 	audit              AuditFunc
 	keep               KeepFunc
+	fetcher            Remote
 }
 
 // New builds the repository storing files under root (<data_dir>/media).
@@ -117,7 +118,7 @@ func New(db *storage.DB, root, serverName string, cfg config.Media) (*Service, e
 		retention:  time.Duration(cfg.RetentionDays) * 24 * time.Hour,
 		unaccessed: time.Duration(cfg.RetentionUnaccessedDays) * 24 * time.Hour,
 		waiters:    map[string][]chan struct{}{},
-		thumbLocks: map[string]*thumbLock{},
+		keyLocks:   map[string]*keyLock{},
 		thumbSem:   make(chan struct{}, max(1, runtime.NumCPU())),
 	}
 	s.SetClock(time.Now)
@@ -429,12 +430,6 @@ func (s *Service) resolve(ctx context.Context, origin, mediaID string, wait time
 
 func notYetUploaded() error {
 	return httputil.Errorf(http.StatusGatewayTimeout, "M_NOT_YET_UPLOADED", "the media has not been uploaded yet")
-}
-
-// remote is the seam for media of other servers, fetched over federation
-// once the federation media client exists; until then it is unknown here.
-func (s *Service) remote(ctx context.Context, origin, mediaID string) (*Media, error) {
-	return nil, httputil.NotFound("media not found")
 }
 
 func (s *Service) subscribe(key string) chan struct{} {

@@ -67,7 +67,7 @@ func (s *Service) Thumbnail(ctx context.Context, origin, mediaID string, req Thu
 	// One generator per thumbnail in this process; others wait and then
 	// find it stored.
 	key := fmt.Sprintf("%s/%s/%d/%d/%s", m.Origin, m.MediaID, req.Width, req.Height, req.Method)
-	unlock := s.lockThumb(key)
+	unlock := s.lockKey(key)
 	defer unlock()
 	if c, err := s.storedThumbnail(ctx, m, req); c != nil || err != nil {
 		return c, err
@@ -222,29 +222,29 @@ func resize(src image.Image, w, h int, crop bool) *image.RGBA {
 	return dst
 }
 
-type thumbLock struct {
+type keyLock struct {
 	mu   sync.Mutex
 	refs int
 }
 
-func (s *Service) lockThumb(key string) (unlock func()) {
-	s.thumbMu.Lock()
-	l := s.thumbLocks[key]
+func (s *Service) lockKey(key string) (unlock func()) {
+	s.keyMu.Lock()
+	l := s.keyLocks[key]
 	if l == nil {
-		l = &thumbLock{}
-		s.thumbLocks[key] = l
+		l = &keyLock{}
+		s.keyLocks[key] = l
 	}
 	l.refs++
-	s.thumbMu.Unlock()
+	s.keyMu.Unlock()
 	l.mu.Lock()
 	return func() {
 		l.mu.Unlock()
-		s.thumbMu.Lock()
+		s.keyMu.Lock()
 		l.refs--
 		if l.refs == 0 {
-			delete(s.thumbLocks, key)
+			delete(s.keyLocks, key)
 		}
-		s.thumbMu.Unlock()
+		s.keyMu.Unlock()
 	}
 }
 
