@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"maunium.net/go/mautrix"
 
 	"praxis/internal/admin"
+	"praxis/internal/config"
 	"praxis/internal/hstest"
 	"praxis/internal/users"
 )
@@ -525,5 +527,27 @@ func TestAuditPracticeScope(t *testing.T) {
 	// verification stays with server admins
 	if st, code := call(t, mueller, "GET", "/_praxis/admin/v1/audit/verify", nil, nil); st != 403 {
 		t.Errorf("practice admin verify: %d %s, want 403", st, code)
+	}
+}
+
+// TestAdminListen: with admin.listen the admin API leaves the client
+// listener for its own.
+func TestAdminListen(t *testing.T) {
+	srv := hstest.New(t, hstest.WithConfig(func(c *config.Config) { c.Admin.Listen = "127.0.0.1:0" }))
+	adminTS := httptest.NewServer(srv.AdminHandler())
+	t.Cleanup(adminTS.Close)
+	get := func(base string) int {
+		resp, err := http.Get(base + "/_synapse/admin/v1/server_version")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := get(srv.URL); st != 404 {
+		t.Errorf("admin API on the client listener: %d, want 404", st)
+	}
+	if st := get(adminTS.URL); st != 401 {
+		t.Errorf("admin API on the admin listener without a token: %d, want 401", st)
 	}
 }
