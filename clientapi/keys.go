@@ -125,15 +125,11 @@ func streamPosOfToken(tok string) (int64, error) {
 // Replacing existing keys needs the password (UIA); the first upload does
 // not (MSC3967), nor does repeating an upload that already succeeded.
 func (a *API) uploadCrossSigningKeys(r *http.Request, dev *users.Device) (*empty, error) {
-	body, err := httputil.ReadBody(r)
-	if err != nil {
-		return nil, err
-	}
 	var req struct {
 		keyserver.CrossSigningKeys
 		Auth json.RawMessage `json:"auth"`
 	}
-	if err := httputil.Unmarshal(body, &req); err != nil {
+	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
 	need, err := a.Keys.CrossSigningNeedsAuth(r.Context(), dev.UserID, req.CrossSigningKeys)
