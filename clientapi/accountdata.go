@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strings"
 
 	"praxis/internal/httputil"
 	"praxis/internal/users"
@@ -26,7 +25,7 @@ func ownUser(r *http.Request, dev *users.Device, what string) error {
 // pathRoomID returns a syntactically valid {roomId}.
 func pathRoomID(r *http.Request) (string, error) {
 	id := r.PathValue("roomId")
-	if !strings.HasPrefix(id, "!") || !strings.Contains(id, ":") || len(id) > 255 {
+	if !validRoomID(id) {
 		return "", httputil.InvalidParam("invalid room ID")
 	}
 	return id, nil

@@ -185,6 +185,10 @@ func TestAccountData(t *testing.T) {
 			})
 		}
 
+		// Room version 12 IDs carry no server name.
+		if err := alice.SetRoomAccountData(ctx, "!AbCdEf0123456789abcdef0123456789abcdef01234", "org.example.room", map[string]any{}); err != nil {
+			t.Errorf("account data in a v12 room: %v", err)
+		}
 		// Tags are the m.tag room account data.
 		if err := alice.AddTag(ctx, room, event.RoomTagFavourite, 0.25); err != nil {
 			t.Fatal(err)
@@ -212,8 +216,8 @@ func TestAccountData(t *testing.T) {
 
 		// Account data writes are on the stream.
 		entries, err := srv.Users.AccountDataSince(ctx, string(alice.UserID), 0)
-		if err != nil || len(entries) != 4 {
-			t.Errorf("account data stream: %d entries (%v), want push rules + 3", len(entries), err)
+		if err != nil || len(entries) != 5 {
+			t.Errorf("account data stream: %d entries (%v), want push rules + 4", len(entries), err)
 		}
 	})
 }

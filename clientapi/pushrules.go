@@ -171,8 +171,10 @@ func (a *API) putPushRule(r *http.Request, dev *users.Device) (*empty, error) {
 	return &empty{}, nil
 }
 
+// validRoomID accepts "!opaque:server" and room version 12's
+// server-less "!hash" form.
 func validRoomID(id string) bool {
-	return strings.HasPrefix(id, "!") && strings.Contains(id, ":") && len(id) <= 255
+	return len(id) > 1 && len(id) <= 255 && id[0] == '!' && !strings.ContainsAny(id, " /")
 }
 
 // deletePushRule serves DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}.
