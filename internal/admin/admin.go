@@ -7,6 +7,7 @@ package admin
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -95,7 +96,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+synV1+"/server_version", s.admin(s.serverVersion))
 	mux.Handle("GET "+praxV1+"/server", s.admin(s.serverInfo))
 
-	// users (users.go)
+	// users and their devices (users.go, devices.go)
 	mux.Handle("GET "+synV2+"/users", s.admin(s.listUsers))
 	mux.Handle("GET "+synV2+"/users/{userId}", s.admin(s.getUser))
 	mux.Handle("PUT "+synV2+"/users/{userId}", s.admin(s.putUser))
@@ -152,6 +153,9 @@ func (s *Service) admin(fn func(r *http.Request, caller *users.Device) (any, err
 		r = r.WithContext(auth.WithDevice(r.Context(), dev))
 		resp, err := fn(r, dev)
 		if err != nil {
+			if r.Method != http.MethodGet {
+				s.auditFailure(r, dev, err)
+			}
 			httputil.WriteError(w, r, err)
 			return
 		}
@@ -196,6 +200,24 @@ func (s *Service) adminOrPracticeAdmin(fn func(r *http.Request, caller *users.De
 		}
 		httputil.WriteJSON(w, http.StatusOK, resp)
 	})
+}
+
+// auditFailure records an admin's change that was refused or failed. A
+// failed action rolled back its own audit row, but an attempt is worth
+// knowing about too. The target is the user or room from the path, never
+// the path itself: it may hold a registration token.
+func (s *Service) auditFailure(r *http.Request, caller *users.Device, err error) {
+	e := httputil.ToError(err)
+	target := r.PathValue("userId")
+	if target == "" {
+		target = r.PathValue("roomId")
+	}
+	ctx := context.WithoutCancel(r.Context())
+	_, aerr := s.audit.Append(ctx, nil, Record{Actor: caller.UserID, Action: "request.failed", Target: target, Result: e.ErrCode,
+		Params: map[string]any{"endpoint": r.Pattern, "status": e.Status}})
+	if aerr != nil {
+		slog.ErrorContext(ctx, "audit a failed admin request", "err", aerr)
+	}
 }
 
 // unrecognized answers unknown admin paths with the JSON the rest of the

@@ -106,7 +106,9 @@ func TestRegistrationTokens(t *testing.T) {
 		call(t, root, "GET", "/_praxis/admin/v1/audit", nil, &page)
 		var actions []string
 		for _, e := range page.Entries {
-			actions = append(actions, e.Action)
+			if e.Action != "request.failed" {
+				actions = append(actions, e.Action)
+			}
 			for _, secret := range []string{"clinic-2026", gen.Token, def.Token} {
 				if strings.Contains(e.Target, secret) || strings.Contains(string(e.Params), secret) {
 					t.Errorf("audit row %d leaks a registration token", e.Seq)
