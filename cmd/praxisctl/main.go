@@ -57,6 +57,9 @@ type cli struct {
 	token     string
 	tokenFile string
 	json      bool
+	// serverSet: --server or $PRAXIS_ADMIN_URL chose the server, so a
+	// config file must not override it.
+	serverSet bool
 	stdout    io.Writer
 	stderr    io.Writer
 }
@@ -77,7 +80,7 @@ func register(cmd *command) { commands = append(commands, cmd) }
 
 // commonFlags are accepted before the command and after it.
 func (c *cli) commonFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.server, "server", c.server, "base URL of the homeserver's client (or admin) listener")
+	fs.StringVar(&c.server, "server", c.server, "base URL of the homeserver's admin API: its client listener, or admin.listen when set (default $PRAXIS_ADMIN_URL)")
 	fs.StringVar(&c.token, "token", c.token, "admin access token (default: $PRAXIS_ADMIN_TOKEN)")
 	fs.StringVar(&c.tokenFile, "token-file", c.tokenFile, "file holding the admin access token")
 	fs.BoolVar(&c.json, "json", c.json, "print the server's JSON answer instead of a table")
@@ -86,6 +89,9 @@ func (c *cli) commonFlags(fs *flag.FlagSet) {
 // run is the whole program: it returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	c := &cli{server: "http://127.0.0.1:8008", stdout: stdout, stderr: stderr}
+	if u := os.Getenv("PRAXIS_ADMIN_URL"); u != "" {
+		c.server, c.serverSet = u, true
+	}
 	global := flag.NewFlagSet("praxisctl", flag.ContinueOnError)
 	global.SetOutput(io.Discard)
 	c.commonFlags(global)
@@ -97,6 +103,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "praxisctl: %v\n", err)
 		return exitUsage
 	}
+	global.Visit(func(f *flag.Flag) { c.serverSet = c.serverSet || f.Name == "server" })
 	rest := global.Args()
 	if len(rest) == 0 || rest[0] == "help" {
 		c.usage()
@@ -132,6 +139,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd.flags(fs)
 	}
 	pos, err := parseInterspersed(fs, rest)
+	fs.Visit(func(f *flag.Flag) { c.serverSet = c.serverSet || f.Name == "server" })
 	if errors.Is(err, flag.ErrHelp) {
 		c.commandUsage(cmd, fs)
 		return exitOK

@@ -353,3 +353,40 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("second migrate printed:\n%s", out)
 	}
 }
+
+func TestAdminURL(t *testing.T) {
+	for _, tc := range []struct {
+		client, admin, want string
+	}{
+		{"127.0.0.1:8008", "", "http://127.0.0.1:8008"},
+		{"0.0.0.0:8008", "", "http://127.0.0.1:8008"},
+		{"[::]:8008", "", "http://127.0.0.1:8008"},
+		{":8008", "", "http://127.0.0.1:8008"},
+		{"10.0.0.5:8008", "127.0.0.1:8009", "http://127.0.0.1:8009"},
+		{"praxis.internal:8008", "", "http://praxis.internal:8008"},
+		{"[::1]:8008", "", "http://[::1]:8008"},
+	} {
+		cfg := &config.Config{Listen: config.Listen{Client: tc.client}, Admin: config.Admin{Listen: tc.admin}}
+		if got := adminURL(cfg); got != tc.want {
+			t.Errorf("adminURL(client %s, admin %q) = %s, want %s", tc.client, tc.admin, got, tc.want)
+		}
+	}
+}
+
+// TestCreateFirstAdminFromConfig: on the node's own machine, the config
+// file alone tells praxisctl the secret and where the server listens.
+func TestCreateFirstAdminFromConfig(t *testing.T) {
+	srv := hstest.New(t, hstest.WithConfig(func(c *config.Config) { c.Registration.SharedSecret = secret }))
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "praxis.yaml")
+	body := "server_name: hs1.test\ndata_dir: " + dir + "\nlisten:\n  client: " + strings.TrimPrefix(srv.URL, "http://") +
+		"\nregistration:\n  shared_secret: " + secret + "\n"
+	if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PRAXIS_ADMIN_URL", "")
+	out := mustCtl(t, "user", "create", "root", "--admin", "--config", cfgPath, "--password", "pw-root")
+	if !strings.Contains(out, "created @root:hs1.test (admin: yes)") {
+		t.Errorf("user create --config printed %q", out)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -147,6 +148,9 @@ func init() {
 				}
 				if secret = cfg.Registration.SharedSecret; secret == "" {
 					return fmt.Errorf("%s has no registration.shared_secret", create.configFile)
+				}
+				if !c.serverSet {
+					c.server = adminURL(cfg)
 				}
 			}
 			ctx := context.Background()
@@ -448,6 +452,23 @@ func init() {
 			return nil
 		},
 	})
+}
+
+// adminURL is where a server configured by cfg serves its admin API, as
+// seen from the same machine.
+func adminURL(cfg *config.Config) string {
+	addr := cfg.Listen.Client
+	if cfg.Admin.Listen != "" {
+		addr = cfg.Admin.Listen
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1" // listening on all addresses: loopback is one of them
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // createWithSecret registers through /_synapse/admin/v1/register, which
