@@ -213,9 +213,19 @@ func (s *Service) loadPDUs(ctx context.Context, db *storage.DB, room *roomInfo, 
 			return nil, fmt.Errorf("parse stored event %s: %w", id, err)
 		}
 		out[nid] = p
-		s.events.put(nid, p)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	// Inside a transaction the rows may be its own (or, in a group commit,
+	// a batch-mate's) uncommitted writes; a rolled-back NID can be reused
+	// by SQLite, so cache only what is known committed.
+	db.AfterCommit(func() {
+		for nid, p := range out {
+			s.events.put(nid, p)
+		}
+	})
+	return out, nil
 }
 
 // current returns the current state event for a key (nil if none).
