@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"praxis/internal/admin"
 	"praxis/internal/config"
@@ -67,6 +68,18 @@ func TestSharedSecretRegistration(t *testing.T) {
 		}
 		if a, err := srv.Users.Account(ctx, "@boss:hs1.test"); err != nil || !a.IsAdmin || a.DisplayName != "The Boss" {
 			t.Fatalf("account = %+v, %v", a, err)
+		}
+
+		// An expired nonce is refused, even with a correct MAC.
+		old := time.Now().Add(-2 * time.Minute).UnixMilli()
+		if _, err := srv.DB.Exec(ctx, `INSERT INTO admin_register_nonces (nonce, created_ts) VALUES ('stale', $1)`, old); err != nil {
+			t.Fatal(err)
+		}
+		if st, code := register(regRequest{Nonce: "stale", Username: "late", Password: "pw", MAC: admin.RegistrationMAC(secret, "stale", "late", "pw", false, "")}, nil); st != 400 {
+			t.Errorf("expired nonce: %d %s, want 400", st, code)
+		}
+		if _, err := srv.Users.Account(ctx, "@late:hs1.test"); err == nil {
+			t.Error("an expired nonce created an account")
 		}
 
 		// The replayed nonce is refused, even with a correct MAC.
