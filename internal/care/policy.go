@@ -383,7 +383,7 @@ func (s *Service) Written(ctx context.Context, evs []roomserver.PolicyEvent) {
 		if ev.StateKey != nil || (ev.Type != "m.room.message" && ev.Type != "m.room.encrypted") {
 			continue
 		}
-		if !strings.HasSuffix(ev.Sender, ":"+s.serverName) || strings.HasPrefix(ev.Sender, "@"+ServiceLocalpart("")) {
+		if !strings.HasSuffix(ev.Sender, ":"+s.serverName) {
 			continue
 		}
 		rooms = append(rooms, ev.RoomID+"\x00"+ev.Sender)

@@ -150,6 +150,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.Users.OnDeleteDevices(keys.DeleteDevices)
 	s.Users.OnDeleteDevices(inbox.DeleteDevices)
 	keys.OnDropDehydrated(inbox.DeleteDevices)
+	backups := backup.New(db)
+	s.Users.OnDeleteDevices(backups.DeleteDevices) // deactivation deletes backups
 	s.E2EE = &keyserver.E2EE{Keys: keys, Inbox: inbox}
 
 	api := &clientapi.API{
@@ -196,7 +198,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		},
 	})
 	api.RoomLeaver, api.Profiles = s.Rooms, s.Rooms
-	api.Keys, api.ToDevice, api.Backup = keys, inbox, backup.New(db)
+	api.Keys, api.ToDevice, api.Backup = keys, inbox, backups
 	api.Media = s.Media
 	// sync, typing and receipts: typing notifications that lapsed while no
 	// process watched them expire now; the expiry timer stops at shutdown
