@@ -9,6 +9,9 @@ import (
 
 	"praxis/federation"
 	"praxis/federation/keyring"
+	"praxis/federation/sender"
+	"praxis/federation/txn"
+	"praxis/internal/ephemeral"
 )
 
 // federationMaxBody bounds federation request bodies: 50 PDUs of 64 KiB
@@ -22,11 +25,16 @@ type Federation struct {
 	Client fclient.FederationClient
 	Keys   *keyring.Store
 	Ring   *gomatrixserverlib.KeyRing
+	// Txn processes inbound transactions; other areas register their EDU
+	// handlers on it (Txn.HandleEDU).
+	Txn *txn.Processor
+	// Sender delivers our events and queued EDUs (Sender.QueueEDU).
+	Sender *sender.Sender
 }
 
 // setupFederation builds the allowlist, the signed outbound client, the
 // key ring and the federation routes.
-func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options) error {
+func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *ephemeral.Service) error {
 	cfg := s.Config
 	allow, err := federation.NewAllowlist(ctx, s.DB, cfg.ServerName, cfg.Federation.AllowedServers)
 	if err != nil {
@@ -45,8 +53,19 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options) error
 		},
 		Allow: allow, Client: client, Keys: store, Ring: ring,
 	}
+	f.Txn = txn.New(s.DB, s.Rooms, ring, client, allow, cfg.ServerName)
+	f.Txn.HandleEDU("m.typing", txn.TypingHandler(eph, s.Rooms))
+	f.Txn.HandleEDU("m.receipt", txn.ReceiptHandler(eph, s.Rooms))
+	f.API.Txn = f.Txn
 	f.API.Routes(s.fedMux)
+	f.Sender = sender.New(s.DB, client, allow, s.Notifier, cfg.ServerName)
 	s.Fed = f
-	_ = bgCtx
+	// Always running: the allowlist may open at runtime, and with no
+	// remote members a round is two cheap queries.
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		f.Sender.Run(bgCtx)
+	}()
 	return nil
 }

@@ -271,7 +271,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		s.adminMux.Handle("GET /metrics", s.requireAdmin(s.Metrics.Handler()))
 	}
 
-	if err := s.setupFederation(ctx, bgCtx, opts); err != nil {
+	if err := s.setupFederation(ctx, bgCtx, opts, eph); err != nil {
 		cancel()
 		db.Close()
 		return nil, err

@@ -1,0 +1,509 @@
+// Package sender delivers our events and EDUs to the other servers of our
+// rooms. It tails the one global stream: for every destination the
+// database holds how far along the stream it has been served (sent_pos),
+// so a restart or a partner that was offline loses nothing — the next
+// attempt sends whatever lies past sent_pos, in stream order. One
+// transaction is in flight per destination; failures back off
+// exponentially up to a cap; a lease on the destination row keeps several
+// praxis processes on one Postgres from sending the same transaction.
+package sender
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"praxis/internal/storage"
+	"praxis/internal/streams"
+)
+
+// Batch limits of one transaction (the spec's).
+const (
+	maxPDUs = 50
+	maxEDUs = 100
+)
+
+// Backoff bounds.
+const (
+	minBackoff = time.Second
+	maxBackoff = 10 * time.Minute
+)
+
+// leaseFor is how long a process owns a destination between renewals.
+const leaseFor = 30 * time.Second
+
+// tailerRow is the federation_destinations row that holds the EDU
+// tailer's position and lease (not a server name: it has no dot or colon
+// rules to collide with, "!" cannot start one).
+const tailerRow = "!edu-tailer"
+
+// Allowlist is the partner allowlist.
+type Allowlist interface {
+	Allowed(server string) bool
+}
+
+// Sender is the outbound federation queue of one process.
+type Sender struct {
+	db         *storage.DB
+	client     fclient.FederationClient
+	allow      Allowlist
+	notifier   *streams.Notifier
+	serverName string
+	owner      string // lease owner ID of this process
+	now        func() time.Time
+
+	mu     sync.Mutex
+	busy   map[string]bool
+	wakeCh chan struct{}
+}
+
+// New returns a sender; Run starts it.
+func New(db *storage.DB, client fclient.FederationClient, allow Allowlist, notifier *streams.Notifier, serverName string) *Sender {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return &Sender{
+		db: db, client: client, allow: allow, notifier: notifier, serverName: serverName,
+		owner: hex.EncodeToString(b), now: time.Now,
+		busy: map[string]bool{}, wakeCh: make(chan struct{}, 1),
+	}
+}
+
+// Wake makes the sender look for work now (e.g. after QueueEDU).
+func (s *Sender) Wake() {
+	select {
+	case s.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends.
+func (s *Sender) Run(ctx context.Context) {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		changed := s.notifier.Changed()
+		if err := s.round(ctx, &wg); err != nil && ctx.Err() == nil {
+			slog.WarnContext(ctx, "federation sender", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-s.wakeCh:
+		case <-tick.C:
+		}
+	}
+}
+
+// round discovers destinations, queues EDUs from the stream and starts a
+// worker for every destination that has work and is not backing off.
+func (s *Sender) round(ctx context.Context, wg *sync.WaitGroup) error {
+	if err := s.discover(ctx); err != nil {
+		return err
+	}
+	if err := s.tailEDUs(ctx); err != nil {
+		return err
+	}
+	rows, err := s.db.Query(ctx, `SELECT server_name FROM federation_destinations WHERE retry_at_ts <= $1 AND server_name <> $2`,
+		s.now().UnixMilli(), tailerRow)
+	if err != nil {
+		return fmt.Errorf("list destinations: %w", err)
+	}
+	var dests []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			rows.Close()
+			return err
+		}
+		dests = append(dests, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, d := range dests {
+		if !s.allow.Allowed(d) {
+			continue
+		}
+		s.mu.Lock()
+		if s.busy[d] {
+			s.mu.Unlock()
+			continue
+		}
+		s.busy[d] = true
+		s.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.busy, d)
+				s.mu.Unlock()
+			}()
+			if err := s.deliver(ctx, d); err != nil && ctx.Err() == nil {
+				slog.InfoContext(ctx, "federation delivery failed", "destination", d, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// discover creates a destination row for every remote server with a
+// joined member in a room we have a local member in. A new destination
+// starts just before the earliest join of its users still current, so
+// everything since it joined is delivered.
+func (s *Sender) discover(ctx context.Context) error {
+	rows, err := s.db.Query(ctx, `SELECT m.user_id, m.stream_pos FROM room_members m
+		WHERE m.membership = 'join' AND m.user_id NOT LIKE $1
+		AND EXISTS (SELECT 1 FROM room_members l WHERE l.room_nid = m.room_nid AND l.membership = 'join' AND l.user_id LIKE $1)`,
+		"%:"+s.serverName)
+	if err != nil {
+		return fmt.Errorf("discover destinations: %w", err)
+	}
+	first := map[string]int64{}
+	for rows.Next() {
+		var user string
+		var pos int64
+		if err := rows.Scan(&user, &pos); err != nil {
+			rows.Close()
+			return err
+		}
+		_, server, _ := strings.Cut(user, ":")
+		if server == "" || server == s.serverName {
+			continue
+		}
+		if p, ok := first[server]; !ok || pos < p {
+			first[server] = pos
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for server, pos := range first {
+		if _, err := s.db.Exec(ctx, `INSERT INTO federation_destinations (server_name, sent_pos) VALUES ($1, $2)
+			ON CONFLICT (server_name) DO NOTHING`, server, max(pos-1, 0)); err != nil {
+			return fmt.Errorf("add destination %s: %w", server, err)
+		}
+	}
+	return nil
+}
+
+// lease takes or renews the lease on a destination row.
+func (s *Sender) lease(ctx context.Context, dest string) (bool, error) {
+	now := s.now().UnixMilli()
+	res, err := s.db.Exec(ctx, `UPDATE federation_destinations SET lease_owner = $1, lease_until_ts = $2
+		WHERE server_name = $3 AND (lease_owner = $1 OR lease_until_ts < $4)`,
+		s.owner, now+leaseFor.Milliseconds(), dest, now)
+	if err != nil {
+		return false, fmt.Errorf("lease %s: %w", dest, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+func (s *Sender) release(ctx context.Context, dest string) {
+	if _, err := s.db.Exec(ctx, `UPDATE federation_destinations SET lease_until_ts = 0 WHERE server_name = $1 AND lease_owner = $2`,
+		dest, s.owner); err != nil {
+		slog.WarnContext(ctx, "release destination lease", "destination", dest, "err", err)
+	}
+}
+
+// deliver sends transactions to dest until nothing is pending or a send
+// fails.
+func (s *Sender) deliver(ctx context.Context, dest string) error {
+	ok, err := s.lease(ctx, dest)
+	if err != nil || !ok {
+		return err // another process serves it
+	}
+	defer s.release(context.WithoutCancel(ctx), dest)
+	for ctx.Err() == nil {
+		if ok, err := s.lease(ctx, dest); err != nil || !ok {
+			return err
+		}
+		var sentPos int64
+		if err := s.db.QueryRow(ctx, `SELECT sent_pos FROM federation_destinations WHERE server_name = $1`, dest).Scan(&sentPos); err != nil {
+			return fmt.Errorf("read position of %s: %w", dest, err)
+		}
+		head := s.notifier.Position()
+		pdus, lastPos, err := s.pendingPDUs(ctx, dest, sentPos, head)
+		if err != nil {
+			return err
+		}
+		edus, eduNIDs, err := s.pendingEDUs(ctx, dest)
+		if err != nil {
+			return err
+		}
+		if len(pdus) == 0 && len(edus) == 0 {
+			if lastPos > sentPos {
+				_, err := s.db.Exec(ctx, `UPDATE federation_destinations SET sent_pos = $1 WHERE server_name = $2`, lastPos, dest)
+				return err
+			}
+			return nil
+		}
+		txn := gomatrixserverlib.Transaction{
+			TransactionID:  gomatrixserverlib.TransactionID(fmt.Sprintf("%d-%d-%d", sentPos, lastPos, firstOr(eduNIDs))),
+			Origin:         spec.ServerName(s.serverName),
+			Destination:    spec.ServerName(dest),
+			OriginServerTS: spec.AsTimestamp(s.now()),
+			PDUs:           pdus,
+			EDUs:           edus,
+		}
+		if txn.PDUs == nil {
+			txn.PDUs = []json.RawMessage{}
+		}
+		if txn.EDUs == nil {
+			txn.EDUs = []gomatrixserverlib.EDU{}
+		}
+		sendCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, err = s.client.SendTransaction(sendCtx, txn)
+		cancel()
+		if err != nil {
+			s.backoff(ctx, dest)
+			return fmt.Errorf("send transaction %s: %w", txn.TransactionID, err)
+		}
+		if err := s.db.Transact(ctx, func(tx *storage.DB) error {
+			if _, err := tx.Exec(ctx, `UPDATE federation_destinations SET sent_pos = $1, failures = 0, retry_at_ts = 0 WHERE server_name = $2`,
+				lastPos, dest); err != nil {
+				return err
+			}
+			if len(eduNIDs) > 0 {
+				q, args := storage.In(`DELETE FROM federation_outbound_edus WHERE edu_nid IN ($IN)`, 0, eduNIDs)
+				if _, err := tx.Exec(ctx, q, args...); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("record delivery to %s: %w", dest, err)
+		}
+		slog.DebugContext(ctx, "transaction delivered", "destination", dest, "pdus", len(pdus), "edus", len(edus), "pos", lastPos)
+	}
+	return ctx.Err()
+}
+
+func firstOr(v []int64) int64 {
+	if len(v) == 0 {
+		return 0
+	}
+	return v[0]
+}
+
+// backoff records a failure: the next attempt waits 1s, 2s, 4s, … up to
+// maxBackoff.
+func (s *Sender) backoff(ctx context.Context, dest string) {
+	var failures int64
+	if err := s.db.QueryRow(ctx, `SELECT failures FROM federation_destinations WHERE server_name = $1`, dest).Scan(&failures); err != nil {
+		slog.WarnContext(ctx, "read destination failures", "destination", dest, "err", err)
+	}
+	wait := Backoff(failures + 1)
+	if _, err := s.db.Exec(ctx, `UPDATE federation_destinations SET failures = failures + 1, retry_at_ts = $1 WHERE server_name = $2`,
+		s.now().Add(wait).UnixMilli(), dest); err != nil {
+		slog.WarnContext(ctx, "record destination failure", "destination", dest, "err", err)
+	}
+}
+
+// Backoff is the wait after the n-th consecutive failure.
+func Backoff(n int64) time.Duration {
+	d := minBackoff
+	for i := int64(1); i < n && d < maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxBackoff)
+}
+
+// pendingPDUs returns our events past sentPos (up to head) that dest
+// must receive: events of rooms where one of its users is joined, and
+// membership events about its users. lastPos is the position the batch
+// covers: past the last event returned, or head when the batch is not
+// full (events in between are not for dest).
+func (s *Sender) pendingPDUs(ctx context.Context, dest string, sentPos, head int64) ([]json.RawMessage, int64, error) {
+	rows, err := s.db.Query(ctx, `SELECT e.stream_pos, e.json FROM events e
+		WHERE e.stream_pos > $1 AND e.stream_pos <= $2 AND e.sender LIKE $3
+		AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
+		AND (EXISTS (SELECT 1 FROM room_members m WHERE m.room_nid = e.room_nid AND m.membership = 'join' AND m.user_id LIKE $4)
+			OR (e.type = 'm.room.member' AND e.state_key LIKE $4))
+		ORDER BY e.stream_pos LIMIT $5`,
+		sentPos, head, "%:"+s.serverName, "%:"+dest, maxPDUs)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pending events for %s: %w", dest, err)
+	}
+	defer rows.Close()
+	var out []json.RawMessage
+	last := sentPos
+	for rows.Next() {
+		var pos int64
+		var js string
+		if err := rows.Scan(&pos, &js); err != nil {
+			return nil, 0, err
+		}
+		out = append(out, json.RawMessage(js))
+		last = pos
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, err
+	}
+	if len(out) < maxPDUs {
+		last = max(last, head)
+	}
+	return out, last, nil
+}
+
+func (s *Sender) pendingEDUs(ctx context.Context, dest string) ([]gomatrixserverlib.EDU, []int64, error) {
+	rows, err := s.db.Query(ctx, `SELECT edu_nid, edu_type, content FROM federation_outbound_edus WHERE destination = $1 ORDER BY edu_nid LIMIT $2`,
+		dest, maxEDUs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pending EDUs for %s: %w", dest, err)
+	}
+	defer rows.Close()
+	var edus []gomatrixserverlib.EDU
+	var nids []int64
+	for rows.Next() {
+		var nid int64
+		var e gomatrixserverlib.EDU
+		var content string
+		if err := rows.Scan(&nid, &e.Type, &content); err != nil {
+			return nil, nil, err
+		}
+		e.Content = spec.RawJSON(content)
+		edus = append(edus, e)
+		nids = append(nids, nid)
+	}
+	return edus, nids, rows.Err()
+}
+
+// QueueEDU queues an EDU for dest inside tx (so it is queued exactly when
+// the caller's change commits) and wakes the sender at commit. Servers
+// that are not allowlisted get nothing.
+func (s *Sender) QueueEDU(ctx context.Context, tx *storage.DB, dest, eduType string, content []byte) error {
+	if dest == s.serverName || !s.allow.Allowed(dest) {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO federation_destinations (server_name, sent_pos) VALUES ($1, $2) ON CONFLICT (server_name) DO NOTHING`,
+		dest, s.notifier.Position()); err != nil {
+		return fmt.Errorf("add destination %s: %w", dest, err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO federation_outbound_edus (destination, edu_type, content, stream_pos) VALUES ($1, $2, $3, $4)`,
+		dest, eduType, string(content), s.notifier.Position()); err != nil {
+		return fmt.Errorf("queue %s for %s: %w", eduType, dest, err)
+	}
+	tx.AfterCommit(s.Wake)
+	return nil
+}
+
+// tailEDUs turns our users' typing and receipt changes on the stream into
+// EDUs for the other servers of the room. One process does this at a
+// time (the tailer row's lease); its position survives restarts.
+func (s *Sender) tailEDUs(ctx context.Context) error {
+	head := s.notifier.Position()
+	if _, err := s.db.Exec(ctx, `INSERT INTO federation_destinations (server_name, sent_pos) VALUES ($1, $2) ON CONFLICT (server_name) DO NOTHING`,
+		tailerRow, head); err != nil {
+		return fmt.Errorf("create EDU tailer: %w", err)
+	}
+	ok, err := s.lease(ctx, tailerRow)
+	if err != nil || !ok {
+		return err
+	}
+	var from int64
+	if err := s.db.QueryRow(ctx, `SELECT sent_pos FROM federation_destinations WHERE server_name = $1`, tailerRow).Scan(&from); err != nil {
+		return fmt.Errorf("read EDU tailer: %w", err)
+	}
+	if from >= head {
+		return nil
+	}
+	local := "%:" + s.serverName
+	type edu struct {
+		room, typ string
+		content   []byte
+	}
+	var out []edu
+	rows, err := s.db.Query(ctx, `SELECT room_id, user_id, expires_ts FROM typing WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3`,
+		from, head, local)
+	if err != nil {
+		return fmt.Errorf("tail typing: %w", err)
+	}
+	for rows.Next() {
+		var room, user string
+		var expires int64
+		if err := rows.Scan(&room, &user, &expires); err != nil {
+			rows.Close()
+			return err
+		}
+		c, _ := json.Marshal(map[string]any{"room_id": room, "user_id": user, "typing": expires > s.now().UnixMilli()})
+		out = append(out, edu{room, "m.typing", c})
+	}
+	rows.Close()
+	rows, err = s.db.Query(ctx, `SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts
+		WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3 AND receipt_type <> 'm.read.private'`, from, head, local)
+	if err != nil {
+		return fmt.Errorf("tail receipts: %w", err)
+	}
+	for rows.Next() {
+		var room, user, rtype, thread, event string
+		var ts int64
+		if err := rows.Scan(&room, &user, &rtype, &thread, &event, &ts); err != nil {
+			rows.Close()
+			return err
+		}
+		data := map[string]any{"ts": ts}
+		if thread != "" {
+			data["thread_id"] = thread
+		}
+		c, _ := json.Marshal(map[string]any{room: map[string]any{rtype: map[string]any{user: map[string]any{"event_ids": []string{event}, "data": data}}}})
+		out = append(out, edu{room, "m.receipt", c})
+	}
+	rows.Close()
+	return s.db.Transact(ctx, func(tx *storage.DB) error {
+		for _, e := range out {
+			servers, err := s.roomServers(ctx, tx, e.room)
+			if err != nil {
+				return err
+			}
+			for _, d := range servers {
+				if err := s.QueueEDU(ctx, tx, d, e.typ, e.content); err != nil {
+					return err
+				}
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE federation_destinations SET sent_pos = $1 WHERE server_name = $2`, head, tailerRow)
+		return err
+	})
+}
+
+// roomServers lists the remote servers with joined members in roomID.
+func (s *Sender) roomServers(ctx context.Context, db *storage.DB, roomID string) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT m.user_id FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE r.room_id = $1 AND m.membership = 'join' AND m.user_id NOT LIKE $2`, roomID, "%:"+s.serverName)
+	if err != nil {
+		return nil, fmt.Errorf("servers of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		_, server, _ := strings.Cut(u, ":")
+		if server != "" && !seen[server] {
+			seen[server] = true
+			out = append(out, server)
+		}
+	}
+	return out, rows.Err()
+}
+
