@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
@@ -92,6 +93,9 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	e := ToError(err)
 	if e.Status >= 500 {
 		slog.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if ms, ok := e.Extra["retry_after_ms"].(int64); ok && e.Status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
 	}
 	if e.Status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		// RFC 6750: clients may need to know this is a bearer-token failure.
@@ -185,8 +189,10 @@ func Unmarshal(body []byte, v any) error {
 	if len(body) == 0 {
 		body = []byte("{}")
 	}
-	if !json.Valid(body) {
-		return NotJSON("request body is not valid JSON")
+	// json.Valid accepts invalid UTF-8 inside strings; the spec's JSON
+	// is UTF-8, and a stored event with broken text breaks every reader.
+	if !json.Valid(body) || !utf8.Valid(body) {
+		return NotJSON("request body is not valid UTF-8 JSON")
 	}
 	if body[0] != '{' {
 		return BadJSON("request body must be a JSON object")
