@@ -507,3 +507,57 @@ func TestKeysClaimAcrossProcesses(t *testing.T) {
 		}
 	}
 }
+
+// TestDeactivationForgetsKeys: logging out keeps cross-signing keys and
+// backups; deactivating the account deletes them with every device key
+// and the dehydrated device.
+func TestDeactivationForgetsKeys(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		uid := alice.UserID.String()
+		dev := signedDeviceKeys(t, uid, alice.DeviceID.String())
+		if _, err := keyReq(t, alice, http.MethodPost, []any{"keys", "upload"}, nil, map[string]any{"device_keys": dev.keys}); err != nil {
+			t.Fatal(err)
+		}
+		cs := newCrossSigning(t, uid)
+		if _, err := keyReq(t, alice, http.MethodPost, []any{"keys", "device_signing", "upload"}, nil, map[string]any{"master_key": cs.master, "self_signing_key": cs.selfSigning}); err != nil {
+			t.Fatal(err)
+		}
+		dehyd := signedDeviceKeys(t, uid, "DEHYD")
+		if _, err := dehydratedReq(t, alice, http.MethodPut, []any{"dehydrated_device"}, map[string]any{"device_id": "DEHYD", "device_data": map[string]any{}, "device_keys": dehyd.keys}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := keyReq(t, alice, http.MethodPost, []any{"room_keys", "version"}, nil, map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": map[string]any{}}); err != nil {
+			t.Fatal(err)
+		}
+		query := func() gjson.Result {
+			q, err := keyReq(t, bob, http.MethodPost, []any{"keys", "query"}, nil, map[string]any{"device_keys": map[string]any{uid: []string{}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return q
+		}
+		// Logging out everywhere keeps the user's identity.
+		alice2 := srv.Login(t, "alice")
+		if err := srv.Users.DeleteOtherDevices(ctx, uid, alice2.DeviceID.String()); err != nil {
+			t.Fatal(err)
+		}
+		if q := query(); !q.Get("master_keys."+gjson.Escape(uid)).Exists() || !q.Get("device_keys."+gjson.Escape(uid)+".DEHYD").Exists() {
+			t.Fatalf("logout removed cross-signing or dehydrated keys: %s", q.Raw)
+		}
+		if err := srv.Users.Deactivate(ctx, uid); err != nil {
+			t.Fatal(err)
+		}
+		q := query()
+		if q.Get("master_keys."+gjson.Escape(uid)).Exists() || len(q.Get("device_keys."+gjson.Escape(uid)).Map()) != 0 {
+			t.Fatalf("keys of a deactivated account still served: %s", q.Raw)
+		}
+		var backups, dehydrated int
+		srv.DB.QueryRow(ctx, `SELECT COUNT(*) FROM backup_versions WHERE user_id = $1 AND deleted = FALSE`, uid).Scan(&backups)
+		srv.DB.QueryRow(ctx, `SELECT COUNT(*) FROM dehydrated_devices WHERE user_id = $1`, uid).Scan(&dehydrated)
+		if backups != 0 || dehydrated != 0 {
+			t.Fatalf("after deactivation: %d live backup versions, %d dehydrated devices", backups, dehydrated)
+		}
+	})
+}

@@ -393,3 +393,26 @@ func (s *Service) DeleteKeys(ctx context.Context, userID, version, roomID, sessi
 	})
 	return out, err
 }
+
+// DeleteDevices is a users.DeviceHook: device deletion (logout, logout
+// everywhere, a password change) keeps backups, but when the transaction
+// deactivates the account every backup of it is deleted — nobody can
+// restore it any more, and the practice keeps no ciphertext it has no use
+// for.
+func (s *Service) DeleteDevices(ctx context.Context, tx *storage.DB, userID string, _ []string) error {
+	var deactivated bool
+	err := tx.QueryRow(ctx, `SELECT deactivated FROM accounts WHERE user_id = $1`, userID).Scan(&deactivated)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && !deactivated) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read account state of %s: %w", userID, err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM backup_keys WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("delete backups of %s: %w", userID, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE backup_versions SET deleted = TRUE, auth_data = '{}' WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("delete backup versions of %s: %w", userID, err)
+	}
+	return nil
+}

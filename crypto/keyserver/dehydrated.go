@@ -87,8 +87,21 @@ func (s *Service) PutDehydratedDevice(ctx context.Context, userID string, d Dehy
 	return nil
 }
 
-// dropDehydrated deletes a dehydrated device's keys and inbox.
+// dropDehydrated deletes a dehydrated device's keys and inbox and
+// announces the change.
 func (s *Service) dropDehydrated(ctx context.Context, tx *storage.DB, userID, deviceID string) error {
+	if err := s.dropDehydratedKeys(ctx, tx, userID, deviceID); err != nil {
+		return err
+	}
+	pos, err := markChanged(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	tx.AfterCommit(func() { s.publish(pos) })
+	return nil
+}
+
+func (s *Service) dropDehydratedKeys(ctx context.Context, tx *storage.DB, userID, deviceID string) error {
 	if _, err := tx.Exec(ctx, `DELETE FROM dehydrated_devices WHERE user_id = $1 AND device_id = $2`, userID, deviceID); err != nil {
 		return fmt.Errorf("delete dehydrated device of %s: %w", userID, err)
 	}
@@ -97,7 +110,7 @@ func (s *Service) dropDehydrated(ctx context.Context, tx *storage.DB, userID, de
 			return err
 		}
 	}
-	return s.DeleteDevices(ctx, tx, userID, []string{deviceID})
+	return deleteDeviceKeys(ctx, tx, userID, []string{deviceID})
 }
 
 // DehydratedDeviceData is the answer to GET /dehydrated_device.

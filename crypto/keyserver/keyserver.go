@@ -360,8 +360,31 @@ func (s *Service) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID s
 
 // DeleteDevices removes every key of deleted devices and announces the
 // change on the device-list stream. It runs inside the transaction that
-// deletes the devices (a users.DeviceHook).
+// deletes the devices (a users.DeviceHook). When that transaction is an
+// account deactivation, the user's cross-signing keys and dehydrated
+// device go too: nobody can use them again.
 func (s *Service) DeleteDevices(ctx context.Context, tx *storage.DB, userID string, deviceIDs []string) error {
+	if err := deleteDeviceKeys(ctx, tx, userID, deviceIDs); err != nil {
+		return err
+	}
+	gone, err := Deactivated(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	if gone {
+		if err := s.forgetUser(ctx, tx, userID); err != nil {
+			return err
+		}
+	}
+	pos, err := markChanged(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
+	tx.AfterCommit(func() { s.publish(pos) })
+	return nil
+}
+
+func deleteDeviceKeys(ctx context.Context, tx *storage.DB, userID string, deviceIDs []string) error {
 	for _, table := range []string{"device_keys", "one_time_keys", "fallback_keys"} {
 		q, args := storage.In(`DELETE FROM `+table+` WHERE user_id = $1 AND device_id IN ($IN)`, 1, deviceIDs)
 		if _, err := tx.Exec(ctx, q, append([]any{userID}, args...)...); err != nil {
@@ -372,11 +395,46 @@ func (s *Service) DeleteDevices(ctx context.Context, tx *storage.DB, userID stri
 	if _, err := tx.Exec(ctx, q, append([]any{userID}, args...)...); err != nil {
 		return fmt.Errorf("delete signatures of %s's devices: %w", userID, err)
 	}
-	pos, err := markChanged(ctx, tx, userID)
-	if err != nil {
-		return err
+	return nil
+}
+
+// Deactivated reports whether userID's account is deactivated, as seen by
+// the transaction that runs the device hooks.
+func Deactivated(ctx context.Context, tx *storage.DB, userID string) (bool, error) {
+	var d bool
+	err := tx.QueryRow(ctx, `SELECT deactivated FROM accounts WHERE user_id = $1`, userID).Scan(&d)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
 	}
-	tx.AfterCommit(func() { s.publish(pos) })
+	if err != nil {
+		return false, fmt.Errorf("read account state of %s: %w", userID, err)
+	}
+	return d, nil
+}
+
+// forgetUser deletes the keys a deactivated account leaves behind.
+func (s *Service) forgetUser(ctx context.Context, tx *storage.DB, userID string) error {
+	var dehydrated string
+	err := tx.QueryRow(ctx, `SELECT device_id FROM dehydrated_devices WHERE user_id = $1`, userID).Scan(&dehydrated)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read dehydrated device of %s: %w", userID, err)
+	}
+	if dehydrated != "" {
+		if err := s.dropDehydratedKeys(ctx, tx, userID, dehydrated); err != nil {
+			return err
+		}
+	}
+	for _, q := range []string{
+		`DELETE FROM cross_signing_keys WHERE user_id = $1`,
+		`DELETE FROM key_signatures WHERE target_user_id = $1 OR signer_user_id = $1`,
+		`DELETE FROM device_keys WHERE user_id = $1`,
+		`DELETE FROM one_time_keys WHERE user_id = $1`,
+		`DELETE FROM fallback_keys WHERE user_id = $1`,
+	} {
+		if _, err := tx.Exec(ctx, q, userID); err != nil {
+			return fmt.Errorf("forget keys of %s: %w", userID, err)
+		}
+	}
 	return nil
 }
 
