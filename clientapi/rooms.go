@@ -295,3 +295,25 @@ func (a *API) setRoomVisibility(r *http.Request, dev *users.Device) (*empty, err
 	}
 	return &empty{}, a.Rooms.SetPublished(r.Context(), dev.UserID, dev.IsAdmin, r.PathValue("roomId"), req.Visibility == "public")
 }
+
+// upgradeRoom serves POST /_matrix/client/v3/rooms/{roomId}/upgrade.
+func (a *API) upgradeRoom(r *http.Request, dev *users.Device) (*upgradeRoomResponse, error) {
+	var req struct {
+		NewVersion string `json:"new_version"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.NewVersion == "" {
+		return nil, httputil.MissingParam("new_version is required")
+	}
+	id, err := a.Rooms.UpgradeRoom(r.Context(), dev.UserID, r.PathValue("roomId"), req.NewVersion)
+	if err != nil {
+		return nil, err
+	}
+	return &upgradeRoomResponse{ReplacementRoom: id}, nil
+}
+
+type upgradeRoomResponse struct {
+	ReplacementRoom string `json:"replacement_room"`
+}

@@ -648,3 +648,65 @@ func TestConcurrentSendsIntoOneRoom(t *testing.T) {
 		}
 	})
 }
+
+func TestUpgradeRoom(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		for _, to := range []string{"11", "12"} {
+			t.Run("to v"+to, func(t *testing.T) {
+				old, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10", Name: "Labor",
+					RoomAliasName: "labor" + to, Visibility: "public"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := bob.JoinRoomByID(ctx, old.RoomID); err != nil {
+					t.Fatal(err)
+				}
+				url := alice.BuildClientURL("v3", "rooms", old.RoomID, "upgrade")
+				var resp struct {
+					ReplacementRoom id.RoomID `json:"replacement_room"`
+				}
+				if _, err := bob.MakeRequest(ctx, http.MethodPost, url, map[string]string{"new_version": to}, &resp); hstest.ErrCode(err) != "M_FORBIDDEN" {
+					t.Fatalf("bob upgrades: %v, want M_FORBIDDEN", err)
+				}
+				if _, err := alice.MakeRequest(ctx, http.MethodPost, url, map[string]string{"new_version": "99"}, &resp); hstest.ErrCode(err) != "M_UNSUPPORTED_ROOM_VERSION" {
+					t.Fatalf("upgrade to v99: %v, want M_UNSUPPORTED_ROOM_VERSION", err)
+				}
+				if _, err := alice.MakeRequest(ctx, http.MethodPost, url, map[string]string{"new_version": to}, &resp); err != nil {
+					t.Fatalf("alice upgrades: %v", err)
+				}
+				nr := resp.ReplacementRoom
+				if got := currentState(t, srv, old.RoomID, "m.room.tombstone", "").Get("replacement_room").String(); got != string(nr) {
+					t.Errorf("tombstone points to %q, want %s", got, nr)
+				}
+				create := currentState(t, srv, nr, "m.room.create", "")
+				if create.Get("room_version").String() != to || create.Get("predecessor.room_id").String() != string(old.RoomID) {
+					t.Errorf("new create content = %s", create.Raw)
+				}
+				if got := currentState(t, srv, nr, "m.room.name", "").Get("name").String(); got != "Labor" {
+					t.Errorf("name not carried over: %q", got)
+				}
+				if got := currentState(t, srv, nr, "m.room.join_rules", "").Get("join_rule").String(); got != "public" {
+					t.Errorf("join rule not carried over: %q", got)
+				}
+				if got := currentState(t, srv, old.RoomID, "m.room.power_levels", "").Get("events_default").Int(); got < 50 {
+					t.Errorf("old room events_default = %d, want ≥ 50", got)
+				}
+				joined, err := bob.JoinRoom(ctx, "#labor"+to+":hs1.test", nil)
+				if err != nil {
+					t.Fatalf("join by the moved alias: %v", err)
+				}
+				if joined.RoomID != nr {
+					t.Errorf("alias leads to %s, want the replacement %s", joined.RoomID, nr)
+				}
+				if _, err := bob.SendText(ctx, old.RoomID, "noch da?"); hstest.ErrCode(err) != "M_FORBIDDEN" {
+					t.Errorf("bob talks in the tombstoned room: %v, want M_FORBIDDEN", err)
+				}
+				if _, err := alice.SendText(ctx, nr, "weiter hier"); err != nil {
+					t.Errorf("alice talks in the replacement: %v", err)
+				}
+			})
+		}
+	})
+}

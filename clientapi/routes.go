@@ -86,6 +86,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("PUT "+v3+"/directory/room/{roomAlias}", authed(a, a.putRoomAlias))
 	mux.Handle("DELETE "+v3+"/directory/room/{roomAlias}", authed(a, a.deleteRoomAlias))
 	mux.Handle("PUT "+v3+"/directory/list/room/{roomId}", authed(a, a.setRoomVisibility))
+	mux.Handle("POST "+v3+"/rooms/{roomId}/upgrade", authed(a, a.upgradeRoom))
 	// room reads: state, members, timeline, relations (roomreads.go)
 	mux.Handle("GET "+v3+"/rooms/{roomId}/state", authed(a, a.roomState))
 	mux.Handle("GET "+v3+"/rooms/{roomId}/state/{eventType}", authed(a, a.roomStateEvent))
