@@ -1,7 +1,7 @@
-// Package admin serves the admin API: a Synapse-compatible subset under
-// /_synapse/admin/ (so existing tools such as synapse-admin work) and our
-// own endpoints under /_praxis/admin/, and keeps the hash-chained audit
-// log of every admin action.
+// Package admin serves the admin API: a subset of Synapse's admin API
+// under /_synapse/admin/ (so that tools written for Synapse work for what
+// it covers) and our own endpoints under /_praxis/admin/, and keeps the
+// hash-chained audit log of every admin action.
 package admin
 
 import (
@@ -107,6 +107,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.Handle("DELETE "+synV2+"/users/{userId}/devices/{deviceId}", s.admin(s.deleteDevice))
 	mux.Handle("POST "+synV2+"/users/{userId}/delete_devices", s.admin(s.deleteDevices))
 	mux.Handle("GET "+synV1+"/users/{userId}/joined_rooms", s.admin(s.joinedRooms))
+	mux.Handle("GET "+synV1+"/whois/{userId}", s.admin(s.whois))
 	mux.Handle("GET "+synV1+"/users/{userId}/admin", s.admin(s.getAdmin))
 	mux.Handle("PUT "+synV1+"/users/{userId}/admin", s.admin(s.putAdmin))
 

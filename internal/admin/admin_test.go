@@ -89,6 +89,7 @@ func TestAdminOnly(t *testing.T) {
 		{"POST", "/_synapse/admin/v1/reset_password/" + esc(bob)},
 		{"GET", "/_synapse/admin/v1/users/" + esc(bob) + "/admin"},
 		{"GET", "/_synapse/admin/v1/users/" + esc(bob) + "/joined_rooms"},
+		{"GET", "/_synapse/admin/v1/whois/" + esc(bob)},
 		{"GET", "/_synapse/admin/v2/users/" + esc(bob) + "/devices"},
 		{"DELETE", "/_synapse/admin/v2/users/" + esc(bob) + "/devices/DEV"},
 		{"POST", "/_synapse/admin/v2/users/" + esc(bob) + "/delete_devices"},
@@ -443,6 +444,23 @@ func TestDevices(t *testing.T) {
 		if ds.Total != 3 || ds.Devices[0].UserID != "@dana:hs1.test" {
 			t.Fatalf("devices = %+v", ds)
 		}
+		var who struct {
+			UserID  string `json:"user_id"`
+			Devices map[string]struct {
+				Sessions []struct {
+					Connections []struct {
+						IP       string `json:"ip"`
+						LastSeen int64  `json:"last_seen"`
+					} `json:"connections"`
+				} `json:"sessions"`
+			} `json:"devices"`
+		}
+		call(t, root, "GET", "/_synapse/admin/v1/whois/"+esc("@dana:hs1.test"), nil, &who)
+		if d, ok := who.Devices[phone.DeviceID.String()]; who.UserID != "@dana:hs1.test" || len(who.Devices) != 3 || !ok ||
+			len(d.Sessions) != 1 || len(d.Sessions[0].Connections) != 1 || d.Sessions[0].Connections[0].IP != "127.0.0.1" {
+			t.Errorf("whois = %+v", who)
+		}
+
 		// remote logout of the lost phone
 		if st, code := call(t, root, "DELETE", base+"/devices/"+esc(phone.DeviceID.String()), nil, nil); code != "" {
 			t.Fatalf("delete device: %d %s", st, code)

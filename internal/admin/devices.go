@@ -86,3 +86,44 @@ func (s *Service) removeDevices(r *http.Request, caller *users.Device, userID st
 	}
 	return struct{}{}, nil
 }
+
+type connection struct {
+	IP        string `json:"ip"`
+	LastSeen  int64  `json:"last_seen"`
+	UserAgent string `json:"user_agent"`
+}
+
+type session struct {
+	Connections []connection `json:"connections"`
+}
+
+type deviceSessions struct {
+	Sessions []session `json:"sessions"`
+}
+
+// whois serves GET /_synapse/admin/v1/whois/{userId}: the last address
+// and time each device was seen (the server keeps no connection history
+// beyond that, and no user agents).
+func (s *Service) whois(r *http.Request, caller *users.Device) (any, error) {
+	ctx := r.Context()
+	userID, err := s.localUser(r.PathValue("userId"))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.users.Account(ctx, userID); err != nil {
+		return nil, userError(err)
+	}
+	ds, err := s.users.Devices(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	devices := map[string]deviceSessions{}
+	for _, d := range ds {
+		conns := []connection{}
+		if d.LastSeenIP != "" || d.LastSeenTS != 0 {
+			conns = append(conns, connection{IP: d.LastSeenIP, LastSeen: d.LastSeenTS})
+		}
+		devices[d.DeviceID] = deviceSessions{Sessions: []session{{Connections: conns}}}
+	}
+	return map[string]any{"user_id": userID, "devices": devices}, nil
+}
