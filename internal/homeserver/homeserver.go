@@ -262,6 +262,23 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return dev.UserID, dev.IsAdmin, nil
 	})
 
+	// Retention deletes medical files, never the pictures that identify
+	// people and rooms.
+	s.Media.SetRetentionKeep(func(ctx context.Context, mxcs []string) (map[string]bool, error) {
+		keep, err := s.Users.AvatarsInUse(ctx, mxcs)
+		if err != nil {
+			return nil, err
+		}
+		rooms, err := s.Rooms.RoomAvatarsInUse(ctx, mxcs)
+		if err != nil {
+			return nil, err
+		}
+		for u := range rooms {
+			keep[u] = true
+		}
+		return keep, nil
+	})
+
 	// /metrics sits with the admin API and needs an admin token: counts
 	// of requests and relayed bytes are operational data, not public.
 	s.Metrics = metrics.New()
