@@ -1,6 +1,28 @@
 // Package roomserver is the room authority: it builds, signs, auth-checks
 // and persists every event, and answers questions about rooms, events and
 // state. It never imports clientapi or federation.
+//
+// The write path (write.go) appends events to a room through a writer:
+// inside one transaction it locks the room, reads the room's head (depth,
+// forward extremities, state group) and the state keys the auth rules need,
+// builds and signs the event with gomatrixserverlib for the room's version,
+// checks it with gomatrixserverlib.Allowed, and persists the event row, its
+// prev-event edges, a new state group for a state event (a one-entry delta
+// on the previous group, or a full snapshot every snapshotEvery deltas),
+// current_state, room_members and the room's head. Stream positions are
+// gap-free: on Postgres taken last, after the room's writes; on SQLite,
+// whose write transaction is exclusive from its first statement, taken at
+// insert. Notifier wake-ups and cache fills run after commit.
+//
+// Send builds and signs outside the transaction against the committed head
+// and keeps the event if the head has not moved by the time it holds the
+// lock (rebuilding it otherwise): signing is most of an event's CPU, and
+// on SQLite the transactions of concurrent writers share one commit.
+//
+// Stored JSON is the signed PDU. Its unsigned part carries prev_content,
+// replaces_state and prev_sender for state events, and invite_room_state or
+// knock_room_state (stripped state) for invites and knocks; a redaction
+// replaces the target's JSON with its redacted form and sets redacted_by.
 package roomserver
 
 import (
