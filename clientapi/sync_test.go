@@ -908,3 +908,46 @@ func TestMautrixSyncLoop(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestSyncJoinedAndLeftInWindowGetsFullState(t *testing.T) {
+	srv := hstest.New(t)
+	ctx := context.Background()
+	alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+	roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "kurz"})
+	since := syncRaw(t, bob, map[string]string{}).Get("next_batch").String()
+	other := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "abgelehnt",
+		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "joined"}}}}})
+	mustJoin(t, bob, roomID)
+	for i := range 12 {
+		mustSend(t, alice, roomID, fmt.Sprintf("m%d", i))
+	}
+	if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	// an invite bob rejects: he never saw the room, and gets no state
+	if _, err := alice.InviteUser(ctx, other, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	resp := syncRaw(t, bob, map[string]string{"since": since, "filter": `{"room":{"timeline":{"limit":3}}}`})
+	left := room(resp, "leave", roomID)
+	if !has(stateKeys(left.Get("state")), "m.room.name|") {
+		t.Errorf("a room joined and left since the token lacks its state: %s", left.Get("state").Raw)
+	}
+	rejected := room(resp, "leave", other)
+	if !rejected.Exists() {
+		t.Fatalf("rejected invite not in leave: %s", resp.Get("rooms").Raw)
+	}
+	if n := len(rejected.Get("state.events").Array()); n != 0 {
+		t.Errorf("a rejected invite leaks %d state events: %s", n, rejected.Get("state").Raw)
+	}
+	evs := rejected.Get("timeline.events").Array()
+	if len(evs) == 0 || evs[len(evs)-1].Get("content.membership").String() != "leave" {
+		t.Errorf("a rejected invite's timeline lacks bob's leave: %s", rejected.Get("timeline").Raw)
+	}
+	if has(stateKeys(rejected.Get("state")), "m.room.name|") {
+		t.Errorf("a rejected invite leaks the room's state: %s", rejected.Get("state").Raw)
+	}
+}

@@ -19,6 +19,9 @@ type roomWork struct {
 	// what changed since the token (initial sync, full_state, or the user
 	// joined in the window).
 	full bool
+	// stateless: a left room the user was never joined to in the window
+	// (rejected invite): its timeline only, never its state
+	stateless bool
 	rng  roomserver.SyncRange
 	tl   *roomserver.SyncTimeline
 	// timeline events the user may see and the filter lets through
@@ -99,13 +102,20 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 			if !newlyLeft {
 				from = 0
 			}
-			works = append(works, &roomWork{m: m, full: !newlyLeft || req.FullState,
+			// newly left: markNewlyJoined decides between a delta, the
+			// full state and none (full_state applies after that)
+			works = append(works, &roomWork{m: m, full: !newlyLeft,
 				rng: roomserver.SyncRange{RoomNID: m.RoomNID, From: from, To: m.StreamPos}})
 		}
 	}
 
 	if err := s.markNewlyJoined(ctx, works, since); err != nil {
 		return nil, err
+	}
+	if req.FullState {
+		for _, w := range works {
+			w.full = w.full || !w.stateless
+		}
 	}
 	if err := s.readTimelines(ctx, req, works); err != nil {
 		return nil, err
@@ -199,17 +209,34 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 	return resp, nil
 }
 
-// markNewlyJoined sends the full state of rooms the user was not joined to
-// at since. The latest membership event tells, through the membership it
-// replaced (unsigned.prev_content), whether it is a join or a profile
-// change; a run of profile changes is followed back through replaces_state
-// to the membership in force at since.
+// markNewlyJoined sends the full state of rooms the client cannot know:
+// joined rooms the user was not joined to at since, and rooms the user
+// both joined and left after since. The latest membership event tells,
+// through the membership it replaced (unsigned.prev_content), whether it
+// is a join or a profile change; older memberships are followed back
+// through replaces_state to the one in force at since.
 func (s *Service) markNewlyJoined(ctx context.Context, works []*roomWork, since int64) error {
-	pending := map[int64]*roomWork{} // membership event NID → room
+	type walk struct {
+		w              *roomWork
+		joinedInWindow bool
+	}
+	// decide settles a room once the membership at since is known ("" for
+	// none).
+	decide := func(k *walk, atSince string) {
+		if k.w.join {
+			k.w.full = atSince != "join"
+		} else {
+			k.w.full = atSince != "join" && k.joinedInWindow
+			// never a member in the client's view (a rejected invite, a
+			// withdrawn knock): no room state at all
+			k.w.stateless = atSince != "join" && !k.joinedInWindow
+		}
+	}
+	pending := map[int64]*walk{} // membership event NID → room
 	var nids []int64
 	for _, w := range works {
-		if w.join && !w.full && w.m.StreamPos > since {
-			pending[w.m.EventNID] = w
+		if !w.full && w.m.StreamPos > since {
+			pending[w.m.EventNID] = &walk{w: w}
 			nids = append(nids, w.m.EventNID)
 		}
 	}
@@ -221,40 +248,46 @@ func (s *Service) markNewlyJoined(ctx context.Context, works []*roomWork, since 
 		return err
 	}
 	var evs []*roomserver.StoredEvent
-	for _, e := range byNID {
-		evs = append(evs, e)
-	}
-	byEvent := map[string]*roomWork{}
-	for nid, w := range pending {
+	byEvent := map[string]*walk{}
+	for nid, k := range pending {
 		if e := byNID[nid]; e != nil {
-			byEvent[e.EventID] = w
+			evs = append(evs, e)
+			byEvent[e.EventID] = k
 		} else {
-			w.full = true
+			decide(k, "") // history we do not hold: assume the client has none
 		}
 	}
 	for range 10 {
-		next := map[string]*roomWork{}
+		next := map[string]*walk{}
 		var ids []string
 		for _, e := range evs {
-			w := byEvent[e.EventID]
-			if w == nil {
+			k := byEvent[e.EventID]
+			if k == nil {
 				continue
 			}
 			js := gjson.ParseBytes(e.JSON)
+			membership := js.Get("content.membership").String()
+			if e.StreamPos > 0 && e.StreamPos <= since {
+				decide(k, membership)
+				continue
+			}
+			k.joinedInWindow = k.joinedInWindow || membership == "join"
+			prev := js.Get("unsigned.prev_content.membership").String()
 			switch {
-			case e.StreamPos > 0 && e.StreamPos <= since:
-				// the membership in force at since
-				w.full = js.Get("content.membership").String() != "join"
-			case js.Get("unsigned.prev_content.membership").String() != "join":
-				w.full = true
+			case k.w.join && prev != "join":
+				// the latest event is a join (not a rename): the user was
+				// not joined just before it
+				k.w.full = true
+			case prev == "":
+				decide(k, "")
 			default:
-				prev := js.Get("unsigned.replaces_state").String()
-				if prev == "" {
-					w.full = true
+				id := js.Get("unsigned.replaces_state").String()
+				if id == "" {
+					decide(k, "")
 					continue
 				}
-				next[prev] = w
-				ids = append(ids, prev)
+				next[id] = k
+				ids = append(ids, id)
 			}
 		}
 		if len(ids) == 0 {
@@ -267,16 +300,16 @@ func (s *Service) markNewlyJoined(ctx context.Context, works []*roomWork, since 
 		for _, e := range evs {
 			found[e.EventID] = true
 		}
-		for id, w := range next {
+		for id, k := range next {
 			if !found[id] {
-				w.full = true // history we do not hold: play safe
+				decide(k, "")
 				delete(next, id)
 			}
 		}
 		byEvent = next
 	}
-	for _, w := range byEvent {
-		w.full = true // an implausibly long run of profile changes
+	for _, k := range byEvent {
+		decide(k, "") // an implausibly long run of membership changes
 	}
 	return nil
 }
@@ -326,7 +359,9 @@ func (s *Service) readTimelines(ctx context.Context, req *Request, works []*room
 			continue
 		}
 		for _, e := range w.tl.Events {
-			if (!w.join || e.StreamPos < w.m.StreamPos) && !visible[e.NID] {
+			// the user's own leave (or ban) always shows, so that a
+			// rejected invite disappears from the client
+			if (!w.join || e.StreamPos < w.m.StreamPos) && !visible[e.NID] && e.NID != w.m.EventNID {
 				continue
 			}
 			if !tf.AllowsEvent(e.Type, e.Sender, gjson.GetBytes(e.JSON, "content.url").Exists()) {
@@ -346,6 +381,9 @@ func (s *Service) readState(ctx context.Context, req *Request, works []*roomWork
 	lazy := sf.LazyLoadMembers
 	var deltaRanges []roomserver.SyncRange
 	for _, w := range works {
+		if w.stateless {
+			continue
+		}
 		hasEvents := w.tl != nil && len(w.tl.Events) > 0
 		pick := func() {
 			switch {
