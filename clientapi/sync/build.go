@@ -22,8 +22,8 @@ type roomWork struct {
 	// stateless: a left room the user was never joined to in the window
 	// (rejected invite): its timeline only, never its state
 	stateless bool
-	rng  roomserver.SyncRange
-	tl   *roomserver.SyncTimeline
+	rng       roomserver.SyncRange
+	tl        *roomserver.SyncTimeline
 	// timeline events the user may see and the filter lets through
 	events []*roomserver.StoredEvent
 	state  []*roomserver.StoredEvent
