@@ -410,5 +410,26 @@ func TestDeviceListChanges(t *testing.T) {
 		if fmt.Sprint(changed) != "[@rem:other.test]" {
 			t.Fatalf("after a remote device update: changed=%v", changed)
 		}
+		// The same through federation's EDU, which only the user's own
+		// server may send.
+		if err := s.HandleDeviceListUpdateEDU(ctx, "evil.test", json.RawMessage(`{"user_id":"@rem:other.test","device_id":"X"}`)); errCode(err) != "M_FORBIDDEN" {
+			t.Fatalf("device list EDU from the wrong server: %v", err)
+		}
+		if err := s.HandleSigningKeyUpdateEDU(ctx, "other.test", json.RawMessage(`{"user_id":"@rem:other.test"}`)); err != nil {
+			t.Fatal(err)
+		}
+		// What the federation sender tails: local users only.
+		local, err := s.LocalDeviceListChanges(ctx, 0, head+10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range local {
+			if c.UserID == "@rem:other.test" {
+				t.Fatalf("remote user in the local device-list stream: %+v", local)
+			}
+		}
+		if len(local) == 0 {
+			t.Fatal("no local device-list changes")
+		}
 	})
 }
