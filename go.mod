@@ -20,6 +20,7 @@ require (
 	golang.org/x/crypto v0.59.0
 	golang.org/x/time v0.14.0
 	maunium.net/go/mautrix v0.33.0
+	rsc.io/qr v0.2.0
 )
 
 require (
