@@ -710,3 +710,37 @@ func TestUpgradeRoom(t *testing.T) {
 		}
 	})
 }
+
+func TestProfileChangeReachesRooms(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.SetDisplayName(ctx, "Dr. Alice"); err != nil {
+			t.Fatalf("set display name: %v", err)
+		}
+		member := currentState(t, srv, room.RoomID, "m.room.member", string(alice.UserID))
+		if member.Get("displayname").String() != "Dr. Alice" || member.Get("membership").String() != "join" {
+			t.Errorf("member event after the name change: %s", member.Raw)
+		}
+		bob := srv.Register(t, "bob")
+		if err := bob.SetDisplayName(ctx, "Bob B."); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		if got := currentState(t, srv, room.RoomID, "m.room.member", string(bob.UserID)).Get("displayname").String(); got != "Bob B." {
+			t.Errorf("invite carries displayname %q, want the invitee's", got)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if got := currentState(t, srv, room.RoomID, "m.room.member", string(bob.UserID)).Get("displayname").String(); got != "Bob B." {
+			t.Errorf("join carries displayname %q, want Bob B.", got)
+		}
+	})
+}
