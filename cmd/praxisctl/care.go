@@ -51,7 +51,7 @@ func practicePath(id string, rest ...string) string {
 // not given is not sent.
 type practiceFlags struct {
 	name, address, phone, emergency, bsnr, logo, timezone, hours string
-	set                                                           map[string]bool
+	set                                                          map[string]bool
 }
 
 func (p *practiceFlags) register(fs *flag.FlagSet) {
@@ -392,7 +392,7 @@ func init() {
 	})
 	register(&command{
 		name: "staff remove", args: "USER --practice P",
-		help: "end a staff membership (the account stays, without staff rights)",
+		help:  "end a staff membership (the account stays, without staff rights)",
 		flags: practiceFlag,
 		run: func(c *cli, fs *flag.FlagSet, args []string) error {
 			if err := wantArgs(args, 1, "one user"); err != nil {
@@ -419,7 +419,7 @@ func init() {
 	})
 	register(&command{
 		name: "staff list", args: "--practice P",
-		help: "list a practice's staff",
+		help:  "list a practice's staff",
 		flags: practiceFlag,
 		run: func(c *cli, fs *flag.FlagSet, args []string) error {
 			if err := wantArgs(args, 0, "no arguments"); err != nil {
@@ -792,4 +792,3 @@ func printQR(w io.Writer, q *qr.Code, invert bool) {
 	}
 	io.WriteString(w, b.String())
 }
-
