@@ -1,6 +1,9 @@
 package clientapi
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
 
 	"praxis/clientapi/auth"
@@ -189,4 +192,71 @@ func (a *API) verifyCoupling(r *http.Request, dev *users.Device) (*care.Coupling
 		return nil, httputil.Unrecognized("the care domain is not enabled")
 	}
 	return a.Care.Verify(r.Context(), dev.UserID, r.PathValue("roomId"))
+}
+
+// careSendToDevice serves PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}:
+// to-device messages are a contact channel too, so a patient's messages
+// reach only users they share a room with; the rest are dropped, as for
+// unknown users.
+func (a *API) careSendToDevice(r *http.Request, dev *users.Device) (*empty, error) {
+	if a.Care == nil || !a.Care.Enforced() {
+		return a.sendToDevice(r, dev)
+	}
+	var req struct {
+		Messages map[string]map[string]json.RawMessage `json:"messages"`
+	}
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if err := careFilterUsers(a, r, dev, req.Messages); err != nil {
+		return nil, err
+	}
+	if err := a.ToDevice.Send(r.Context(), dev.UserID, dev.DeviceID, r.PathValue("eventType"), r.PathValue("txnId"), req.Messages); err != nil {
+		return nil, err
+	}
+	return &empty{}, nil
+}
+
+// careClaimKeys serves POST /_matrix/client/v3/keys/claim: a patient
+// cannot drain the one-time keys of users they share no room with.
+func (a *API) careClaimKeys(r *http.Request, dev *users.Device) (*keyserver.ClaimResponse, error) {
+	if a.Care == nil || !a.Care.Enforced() {
+		return a.claimKeys(r, dev)
+	}
+	body, err := httputil.ReadBody(r)
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+	}
+	if err := httputil.Unmarshal(body, &req); err != nil {
+		return nil, err
+	}
+	if err := careFilterUsers(a, r, dev, req.OneTimeKeys); err != nil {
+		return nil, err
+	}
+	filtered, _ := json.Marshal(map[string]any{"one_time_keys": req.OneTimeKeys})
+	r.Body = io.NopCloser(bytes.NewReader(filtered))
+	r.ContentLength = int64(len(filtered))
+	return a.claimKeys(r, dev)
+}
+
+// careFilterUsers deletes the users a restricted caller may not reach
+// from a map keyed by user ID.
+func careFilterUsers[V any](a *API, r *http.Request, dev *users.Device, m map[string]V) error {
+	ids := make([]string, 0, len(m))
+	for u := range m {
+		ids = append(ids, u)
+	}
+	vis, err := a.Care.Visible(r.Context(), dev.UserID, ids)
+	if err != nil {
+		return err
+	}
+	for u := range m {
+		if !vis[u] {
+			delete(m, u)
+		}
+	}
+	return nil
 }

@@ -85,7 +85,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("PUT "+v3+"/rooms/{roomId}/redact/{eventId}/{txnId}", authed(a, a.redact))
 	mux.Handle("PUT "+v3+"/directory/room/{roomAlias}", authed(a, a.putRoomAlias))
 	mux.Handle("DELETE "+v3+"/directory/room/{roomAlias}", authed(a, a.deleteRoomAlias))
-	mux.Handle("PUT "+v3+"/directory/list/room/{roomId}", authed(a, a.setRoomVisibility))
+	mux.Handle("PUT "+v3+"/directory/list/room/{roomId}", a.careNoPatients(authed(a, a.setRoomVisibility)))
 	mux.Handle("POST "+v3+"/rooms/{roomId}/upgrade", authed(a, a.upgradeRoom))
 	// room reads: state, members, timeline, relations (roomreads.go)
 	mux.Handle("GET "+v3+"/rooms/{roomId}/state", authed(a, a.roomState))
@@ -121,12 +121,12 @@ func (a *API) Routes(mux *http.ServeMux) {
 	// end-to-end encryption: keys, to-device, key backup (keys.go)
 	mux.Handle("POST "+v3+"/keys/upload", authed(a, a.uploadKeys))
 	mux.Handle("POST "+v3+"/keys/query", authed(a, a.careQueryKeys))
-	mux.Handle("POST "+v3+"/keys/claim", authed(a, a.claimKeys))
+	mux.Handle("POST "+v3+"/keys/claim", authed(a, a.careClaimKeys))
 	mux.Handle("GET "+v3+"/keys/changes", authed(a, a.keyChanges))
 	mux.Handle("POST "+v3+"/keys/changes", authed(a, a.keyChanges)) // mautrix-go sends POST
 	mux.Handle("POST "+v3+"/keys/device_signing/upload", authedUIA(a, a.uploadCrossSigningKeys))
 	mux.Handle("POST "+v3+"/keys/signatures/upload", authed(a, a.uploadSignatures))
-	mux.Handle("PUT "+v3+"/sendToDevice/{eventType}/{txnId}", authed(a, a.sendToDevice))
+	mux.Handle("PUT "+v3+"/sendToDevice/{eventType}/{txnId}", authed(a, a.careSendToDevice))
 	// dehydrated devices, MSC3814 (keys.go)
 	mux.Handle("PUT "+msc3814+"/dehydrated_device", authed(a, a.putDehydratedDevice))
 	mux.Handle("GET "+msc3814+"/dehydrated_device", authed(a, a.getDehydratedDevice))
@@ -167,8 +167,8 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+v3+"/voip/turnServer", authed(a, a.turnServer))
 
 	// care domain: request board and coupling verification for staff (care.go);
-	// register, profile, publicRooms, user_directory and keys/query above pass
-	// through the contact policy there too
+	// register, profile, publicRooms, room visibility, user_directory,
+	// keys/query, keys/claim and sendToDevice above pass the contact policy there too
 	mux.Handle("GET "+praxisV1+"/board", authed(a, a.board))
 	mux.Handle("POST "+praxisV1+"/board/{roomId}/claim", authed(a, a.claimRequest))
 	mux.Handle("POST "+praxisV1+"/board/{roomId}/close", authed(a, a.closeRequest))

@@ -159,6 +159,55 @@ func TestContactPolicy(t *testing.T) {
 				t.Error("anna cannot see her doctor's devices (she could not encrypt to them)")
 			}
 		})
+		t.Run("to-device messages reach only shared-room users", func(t *testing.T) {
+			msg := func() *event.Content { return &event.Content{Raw: map[string]any{"hello": true}} }
+			_, err := anna.SendToDevice(ctx, event.Type{Type: "de.praxis.test", Class: event.ToDeviceEventType}, &mautrix.ReqSendToDevice{
+				Messages: map[id.UserID]map[id.DeviceID]*event.Content{bernd.UserID: {"*": msg()}, dra.UserID: {"*": msg()}},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			count := func(user id.UserID) int {
+				var n int
+				if err := srv.DB.QueryRow(ctx, `SELECT COUNT(*) FROM to_device_messages WHERE user_id = $1 AND sender = $2`, user.String(), anna.UserID.String()).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			if n := count(bernd.UserID); n != 0 {
+				t.Errorf("bernd got %d to-device messages from anna, want 0", n)
+			}
+			if n := count(dra.UserID); n == 0 {
+				t.Error("anna's doctor got no to-device message (room keys could not reach them)")
+			}
+		})
+		t.Run("keys/claim skips strangers", func(t *testing.T) {
+			upload := map[string]any{"one_time_keys": map[string]any{"curve25519:AAAAAQ": "dGVzdCBrZXkgb25l", "curve25519:AAAAAg": "dGVzdCBrZXkgdHdv"}}
+			for _, c := range []*mautrix.Client{bernd, dra} {
+				if _, err := c.MakeRequest(ctx, http.MethodPost, c.BuildClientURL("v3", "keys", "upload"), upload, nil); err != nil {
+					t.Fatalf("upload one-time keys: %v", err)
+				}
+			}
+			resp, err := anna.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{
+				bernd.UserID: {bernd.DeviceID: "curve25519"}, dra.UserID: {dra.DeviceID: "curve25519"},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.OneTimeKeys[bernd.UserID]) != 0 {
+				t.Errorf("anna claimed bernd's keys: %v", resp.OneTimeKeys)
+			}
+			if len(resp.OneTimeKeys[dra.UserID]) == 0 {
+				t.Error("anna could not claim her doctor's key")
+			}
+		})
+		t.Run("patients cannot publish rooms in the directory", func(t *testing.T) {
+			room := ownRoom(carl)
+			_, err := carl.MakeRequest(ctx, http.MethodPut, carl.BuildClientURL("v3", "directory", "list", "room", room), map[string]string{"visibility": "public"}, nil)
+			if hstest.ErrCode(err) != "M_FORBIDDEN" {
+				t.Errorf("publish: %v, want M_FORBIDDEN", err)
+			}
+		})
 		t.Run("TI-M permission config blocks invites", func(t *testing.T) {
 			block := map[string]any{"defaultSetting": "block all", "userExceptions": map[string]any{drb.UserID.String(): map[string]any{}}}
 			if err := dra.SetAccountData(ctx, care.PermissionConfigType, block); err != nil {
