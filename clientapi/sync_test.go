@@ -951,3 +951,51 @@ func TestSyncJoinedAndLeftInWindowGetsFullState(t *testing.T) {
 		t.Errorf("a rejected invite leaks the room's state: %s", rejected.Get("state").Raw)
 	}
 }
+
+func TestSyncUnreadThreadNotifications(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustJoin(t, bob, roomID)
+		root := mustSend(t, alice, roomID, "root")
+		var replies []id.EventID
+		for i := range 2 {
+			resp, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": fmt.Sprintf("reply %d", i),
+				"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			replies = append(replies, resp.EventID)
+		}
+		threads := `{"room":{"timeline":{"unread_thread_notifications":true}}}`
+		counts := func(filter string) (int64, gjson.Result) {
+			t.Helper()
+			r := room(syncRaw(t, bob, map[string]string{"filter": filter}), "join", roomID)
+			return r.Get("unread_notifications.notification_count").Int(), r.Get("unread_thread_notifications")
+		}
+		if main, _ := counts(`{}`); main != 3 {
+			t.Errorf("without threads apart: %d unread, want 3", main)
+		}
+		main, th := counts(threads)
+		if main != 1 || th.Get(gjson.Escape(string(root))+".notification_count").Int() != 2 {
+			t.Errorf("threads apart: main %d, threads %s; want 1 and 2 in the thread", main, th.Raw)
+		}
+		// a receipt in the thread reads the thread, not the main timeline
+		if err := bob.SendReceipt(ctx, roomID, replies[0], event.ReceiptTypeRead, map[string]string{"thread_id": string(root)}); err != nil {
+			t.Fatal(err)
+		}
+		main, th = counts(threads)
+		if main != 1 || th.Get(gjson.Escape(string(root))+".notification_count").Int() != 1 {
+			t.Errorf("after a thread receipt: main %d, threads %s; want 1 and 1", main, th.Raw)
+		}
+		// an unthreaded receipt reads everything up to it
+		if err := bob.SendReceipt(ctx, roomID, replies[1], event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		main, th = counts(threads)
+		if main != 0 || len(th.Map()) != 0 {
+			t.Errorf("after an unthreaded receipt: main %d, threads %s; want nothing unread", main, th.Raw)
+		}
+	})
+}

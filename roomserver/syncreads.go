@@ -350,42 +350,120 @@ func (s *Service) SyncSummaries(ctx context.Context, userID string, roomNIDs []i
 	return out, rows.Err()
 }
 
-// SyncUnreadCounts counts, per room, the messages from others after
-// stream position after[room] (the user's read receipt or, without one,
-// their join): notifications, and highlights (messages that name the user
-// by ID, which covers m.mentions and the pill a client inserts). Edits and
-// notices do not count, as the default push rules suppress them; stored
-// events are canonical JSON, so the notice test is a plain substring.
-func (s *Service) SyncUnreadCounts(ctx context.Context, userID string, after map[int64]int64) (map[int64][2]int, error) {
-	out := map[int64][2]int{}
-	if len(after) == 0 {
+// SyncUnreadBounds says from where to count one room's unread messages.
+type SyncUnreadBounds struct {
+	// Main is the position after which main-timeline messages (all
+	// messages, unless ThreadsApart) count.
+	Main int64
+	// ThreadsApart counts messages in threads separately, each from
+	// Threads[root] or, without a receipt in that thread, from Default.
+	ThreadsApart bool
+	Default      int64
+	Threads      map[string]int64
+}
+
+// SyncUnread is one room's unread counts.
+type SyncUnread struct {
+	Notifications, Highlights int
+	// Threads maps a thread root to its [notifications, highlights],
+	// only with ThreadsApart and only for threads with unread messages.
+	Threads map[string][2]int
+}
+
+// unreadWhere selects the messages that count as notifications for userID
+// ($1): from others, visible messages, not edits and not notices (the
+// default push rules suppress those; stored events are canonical JSON, so
+// the notice test is a plain substring).
+const unreadWhere = `e.sender <> $1 AND e.state_key IS NULL AND e.type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
+	AND e.redacted_by IS NULL AND e.rejected = FALSE AND e.soft_failed = FALSE
+	AND (e.rel_type IS NULL OR e.rel_type <> 'm.replace')
+	AND e.json NOT LIKE '%"msgtype":"m.notice"%'`
+
+// SyncUnreadCounts counts unread messages per room: notifications, and
+// highlights (messages that name the user by ID, which covers m.mentions
+// and the pill a client inserts).
+func (s *Service) SyncUnreadCounts(ctx context.Context, userID string, bounds map[int64]SyncUnreadBounds) (map[int64]*SyncUnread, error) {
+	out := map[int64]*SyncUnread{}
+	if len(bounds) == 0 {
 		return out, nil
 	}
-	ranges := make([]SyncRange, 0, len(after))
-	for room, pos := range after {
-		ranges = append(ranges, SyncRange{RoomNID: room, From: pos, To: 1 << 62})
+	like := "%" + likeEscaper.Replace(userID) + "%"
+	highlight := `CASE WHEN e.type = 'm.room.message' AND e.json LIKE $2 ESCAPE '\' THEN 1 ELSE 0 END`
+	ranges := make([]SyncRange, 0, len(bounds))
+	var threadRanges []SyncRange
+	for room, b := range bounds {
+		out[room] = &SyncUnread{}
+		ranges = append(ranges, SyncRange{RoomNID: room, From: b.Main, To: 1 << 62})
+		if b.ThreadsApart {
+			lo := b.Default
+			for _, p := range b.Threads {
+				lo = min(lo, p)
+			}
+			threadRanges = append(threadRanges, SyncRange{RoomNID: room, From: lo, To: 1 << 62})
+			out[room].Threads = map[string][2]int{}
+		}
 	}
 	cte, args := rangesCTE(ranges, 2)
-	like := "%" + likeEscaper.Replace(userID) + "%"
-	rows, err := s.db.Query(ctx, `WITH `+cte+` SELECT e.room_nid, COUNT(*),
-			SUM(CASE WHEN e.type = 'm.room.message' AND e.json LIKE $2 ESCAPE '\' THEN 1 ELSE 0 END)
+	q := `WITH ` + cte + ` SELECT e.room_nid, COUNT(*), SUM(` + highlight + `)
 		FROM b JOIN events e ON e.room_nid = b.room_nid AND e.stream_pos > b.lo
-		WHERE e.sender <> $1 AND e.state_key IS NULL AND e.type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
-			AND e.redacted_by IS NULL AND e.rejected = FALSE AND e.soft_failed = FALSE
-			AND (e.rel_type IS NULL OR e.rel_type <> 'm.replace')
-			AND e.json NOT LIKE '%"msgtype":"m.notice"%'
-		GROUP BY e.room_nid`, append([]any{userID, like}, args...)...)
+		WHERE ` + unreadWhere
+	var apart []int64
+	for _, r := range threadRanges {
+		apart = append(apart, r.RoomNID)
+	}
+	if len(apart) > 0 {
+		// thread messages of these rooms are counted by the second query
+		inQ, inArgs := storage.In(` AND (e.rel_type IS NULL OR e.rel_type <> 'm.thread' OR e.room_nid NOT IN ($IN))`, 2+len(args), apart)
+		q += inQ
+		args = append(args, inArgs...)
+	}
+	rows, err := s.db.Query(ctx, q+` GROUP BY e.room_nid`, append([]any{userID, like}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("count unread: %w", err)
 	}
-	defer rows.Close()
 	for rows.Next() {
 		var room int64
 		var n, h int
 		if err := rows.Scan(&room, &n, &h); err != nil {
+			rows.Close()
 			return nil, err
 		}
-		out[room] = [2]int{n, h}
+		out[room].Notifications, out[room].Highlights = n, h
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count unread: %w", err)
+	}
+	if len(threadRanges) == 0 {
+		return out, nil
+	}
+	// Thread messages one by one: each thread has its own bound, and
+	// unread thread messages are few.
+	cte, args = rangesCTE(threadRanges, 2)
+	rows, err = s.db.Query(ctx, `WITH `+cte+` SELECT e.room_nid, e.relates_to, e.stream_pos, `+highlight+`
+		FROM b JOIN events e ON e.room_nid = b.room_nid AND e.stream_pos > b.lo
+		WHERE `+unreadWhere+` AND e.rel_type = 'm.thread'`, append([]any{userID, like}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("count unread in threads: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, pos int64
+		var root string
+		var h int
+		if err := rows.Scan(&room, &root, &pos, &h); err != nil {
+			return nil, err
+		}
+		b := bounds[room]
+		from, ok := b.Threads[root]
+		if !ok {
+			from = b.Default
+		}
+		if pos <= from {
+			continue
+		}
+		c := out[room].Threads[root]
+		out[room].Threads[root] = [2]int{c[0] + 1, c[1] + h}
 	}
 	return out, rows.Err()
 }

@@ -609,24 +609,38 @@ func (s *Service) readCounts(ctx context.Context, req *Request, joined []*roomWo
 	for i, w := range joined {
 		ids[i] = w.m.RoomID
 	}
-	read, err := s.ephemeral.ReadUpTo(ctx, req.UserID, ids)
+	read, err := s.ephemeral.ReadPositionsOf(ctx, req.UserID, ids)
 	if err != nil {
 		return err
 	}
-	after := map[int64]int64{}
+	// With unread_thread_notifications the main timeline and each thread
+	// count apart, each from its own receipt; without, one count from the
+	// latest receipt of any kind but a thread's. Nothing read since
+	// joining counts from the join.
+	apart := req.Filter.Room.Timeline.UnreadThreadNotifications
+	bounds := map[int64]roomserver.SyncUnreadBounds{}
 	var summarise []int64
 	for _, w := range joined {
-		pos, ok := read[w.m.RoomID]
-		if !ok || pos < w.m.StreamPos {
-			// nothing read since joining: count from the join
-			pos = max(pos, w.m.StreamPos)
+		rp := read[w.m.RoomID]
+		if rp == nil {
+			rp = &ephemeral.ReadPositions{}
 		}
-		after[w.m.RoomNID] = pos
+		joinPos := w.m.StreamPos
+		b := roomserver.SyncUnreadBounds{Main: max(rp.Unthreaded, rp.Main, joinPos)}
+		if apart {
+			b.ThreadsApart = true
+			b.Default = max(rp.Unthreaded, joinPos)
+			b.Threads = map[string]int64{}
+			for root, pos := range rp.Threads {
+				b.Threads[root] = max(pos, b.Default)
+			}
+		}
+		bounds[w.m.RoomNID] = b
 		if w.full || hasMemberEvent(w.events) || hasMemberEvent(w.state) {
 			summarise = append(summarise, w.m.RoomNID)
 		}
 	}
-	counts, err := s.rooms.SyncUnreadCounts(ctx, req.UserID, after)
+	counts, err := s.rooms.SyncUnreadCounts(ctx, req.UserID, bounds)
 	if err != nil {
 		return err
 	}
@@ -636,8 +650,15 @@ func (s *Service) readCounts(ctx context.Context, req *Request, joined []*roomWo
 	}
 	for _, w := range joined {
 		r := out[w.m.RoomID]
-		c := counts[w.m.RoomNID]
-		r.UnreadNotifications = &UnreadNotifications{NotificationCount: c[0], HighlightCount: c[1]}
+		if c := counts[w.m.RoomNID]; c != nil {
+			r.UnreadNotifications = &UnreadNotifications{NotificationCount: c.Notifications, HighlightCount: c.Highlights}
+			if apart {
+				r.UnreadThreadNotifications = map[string]*UnreadNotifications{}
+				for root, tc := range c.Threads {
+					r.UnreadThreadNotifications[root] = &UnreadNotifications{NotificationCount: tc[0], HighlightCount: tc[1]}
+				}
+			}
+		}
 		if sum := summaries[w.m.RoomNID]; sum != nil {
 			joinedN, invitedN := sum.Joined, sum.Invited
 			r.Summary = &Summary{Heroes: sum.Heroes, Joined: &joinedN, Invited: &invitedN}

@@ -45,6 +45,9 @@ type JoinedRoom struct {
 	Ephemeral           EventList            `json:"ephemeral"`
 	AccountData         EventList            `json:"account_data"`
 	UnreadNotifications *UnreadNotifications `json:"unread_notifications,omitempty"`
+	// UnreadThreadNotifications maps thread roots to their counts, when
+	// the filter asks for threads to be counted apart.
+	UnreadThreadNotifications map[string]*UnreadNotifications `json:"unread_thread_notifications,omitempty"`
 }
 
 // Summary is the room summary clients use to name unnamed rooms.

@@ -29,7 +29,7 @@ type Rooms interface {
 	SyncEventsByNID(ctx context.Context, nids []int64) (map[int64]*roomserver.StoredEvent, error)
 	SyncStateChanges(ctx context.Context, ranges []roomserver.SyncRange) (map[int64][]roomserver.SyncStateKey, error)
 	SyncSummaries(ctx context.Context, userID string, roomNIDs []int64) (map[int64]*roomserver.SyncSummary, error)
-	SyncUnreadCounts(ctx context.Context, userID string, after map[int64]int64) (map[int64][2]int, error)
+	SyncUnreadCounts(ctx context.Context, userID string, bounds map[int64]roomserver.SyncUnreadBounds) (map[int64]*roomserver.SyncUnread, error)
 	FilterVisible(ctx context.Context, userID string, events []*roomserver.StoredEvent) ([]*roomserver.StoredEvent, error)
 	EventsByID(ctx context.Context, ids []string) ([]*roomserver.StoredEvent, error)
 	SyncChanged(ctx context.Context, userID string, since, upto int64) (bool, []string, error)
@@ -39,7 +39,7 @@ type Rooms interface {
 type Ephemeral interface {
 	Typing(ctx context.Context, roomIDs []string, since, upto int64) (map[string][]string, error)
 	Receipts(ctx context.Context, viewer string, roomIDs []string, since, upto int64) (map[string][]ephemeral.Receipt, error)
-	ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error)
+	ReadPositionsOf(ctx context.Context, userID string, roomIDs []string) (map[string]*ephemeral.ReadPositions, error)
 	Changed(ctx context.Context, viewer string, roomIDs []string, since, upto int64) (bool, error)
 }
 

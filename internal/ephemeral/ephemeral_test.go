@@ -149,16 +149,16 @@ func TestReceipts(t *testing.T) {
 			}
 		}
 
-		read, err := s.ReadUpTo(ctx, "@alice:hs", []string{"!a:hs"})
+		read, err := s.ReadPositionsOf(ctx, "@alice:hs", []string{"!a:hs"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if read["!a:hs"] != 7 {
-			t.Errorf("alice read up to %d, want 7 (the private receipt counts)", read["!a:hs"])
+		if rp := read["!a:hs"]; rp == nil || rp.Unthreaded != 7 {
+			t.Errorf("alice read up to %+v, want 7 unthreaded (the private receipt counts)", rp)
 		}
-		read, _ = s.ReadUpTo(ctx, "@bob:hs", []string{"!a:hs"})
-		if _, ok := read["!a:hs"]; ok {
-			t.Errorf("a threaded receipt counted for the main timeline: %v", read)
+		read, _ = s.ReadPositionsOf(ctx, "@bob:hs", []string{"!a:hs"})
+		if rp := read["!a:hs"]; rp == nil || rp.Unthreaded != 0 || rp.Main != 0 || rp.Threads["$thread"] != 6 {
+			t.Errorf("bob's read positions = %+v, want only thread $thread at 6", rp)
 		}
 	})
 }

@@ -94,33 +94,6 @@ func (s *Service) Receipts(ctx context.Context, viewer string, roomIDs []string,
 	return out, rows.Err()
 }
 
-// ReadUpTo returns, per room of roomIDs where userID has one, the stream
-// position of the latest event the user has read (public or private
-// receipt, main timeline or unthreaded), for unread counts.
-func (s *Service) ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error) {
-	out := map[string]int64{}
-	if len(roomIDs) == 0 {
-		return out, nil
-	}
-	q, args := storage.In(`SELECT room_id, MAX(event_stream_pos) FROM receipts
-		WHERE user_id = $1 AND receipt_type IN ($2, $3) AND thread_id IN ('', 'main') AND room_id IN ($IN)
-		GROUP BY room_id`, 3, roomIDs)
-	rows, err := s.db.Query(ctx, q, append([]any{userID, ReceiptRead, ReceiptReadPrivate}, args...)...)
-	if err != nil {
-		return nil, fmt.Errorf("read receipt positions of %s: %w", userID, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var room string
-		var pos int64
-		if err := rows.Scan(&room, &pos); err != nil {
-			return nil, err
-		}
-		out[room] = pos
-	}
-	return out, rows.Err()
-}
-
 // Changed reports whether typing or a receipt viewer may see changed in
 // any of roomIDs in (since, upto]: the cheap test of a waiting /sync.
 func (s *Service) Changed(ctx context.Context, viewer string, roomIDs []string, since, upto int64) (bool, error) {
@@ -140,4 +113,53 @@ func (s *Service) Changed(ctx context.Context, viewer string, roomIDs []string, 
 		return false, fmt.Errorf("check typing and receipts: %w", err)
 	}
 	return true, nil
+}
+
+// ReadPositions is how far a user has read in one room, by receipt thread.
+type ReadPositions struct {
+	// Unthreaded is the latest receipt without a thread: it covers the
+	// main timeline and every thread.
+	Unthreaded int64
+	// Main is the latest receipt for the main timeline only.
+	Main int64
+	// Threads maps a thread root to the latest receipt in that thread.
+	Threads map[string]int64
+}
+
+// ReadPositionsOf returns userID's read positions (public and private
+// receipts alike) in each of roomIDs where there is one.
+func (s *Service) ReadPositionsOf(ctx context.Context, userID string, roomIDs []string) (map[string]*ReadPositions, error) {
+	out := map[string]*ReadPositions{}
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	q, args := storage.In(`SELECT room_id, thread_id, MAX(event_stream_pos) FROM receipts
+		WHERE user_id = $1 AND receipt_type IN ($2, $3) AND room_id IN ($IN)
+		GROUP BY room_id, thread_id`, 3, roomIDs)
+	rows, err := s.db.Query(ctx, q, append([]any{userID, ReceiptRead, ReceiptReadPrivate}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("read receipt positions of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room, thread string
+		var pos int64
+		if err := rows.Scan(&room, &thread, &pos); err != nil {
+			return nil, err
+		}
+		rp := out[room]
+		if rp == nil {
+			rp = &ReadPositions{Threads: map[string]int64{}}
+			out[room] = rp
+		}
+		switch thread {
+		case "":
+			rp.Unthreaded = pos
+		case "main":
+			rp.Main = pos
+		default:
+			rp.Threads[thread] = pos
+		}
+	}
+	return out, rows.Err()
 }
