@@ -3,15 +3,19 @@ package homeserver
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 
+	"praxis/clientapi/auth"
 	"praxis/federation"
 	"praxis/federation/keyring"
 	"praxis/federation/sender"
 	"praxis/federation/txn"
+	"praxis/internal/admin"
 	"praxis/internal/ephemeral"
+	"praxis/internal/storage"
 )
 
 // federationMaxBody bounds federation request bodies: 50 PDUs of 64 KiB
@@ -58,6 +62,17 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 	f.Txn.HandleEDU("m.receipt", txn.ReceiptHandler(eph, s.Rooms))
 	f.API.Txn = f.Txn
 	f.API.Routes(s.fedMux)
+	// praxisctl federation allow|deny|list: audited, no restart needed
+	allow.AdminRoutes(s.adminMux, func(r *http.Request) (string, bool, error) {
+		dev, err := auth.Device(r, s.Users)
+		if err != nil {
+			return "", false, err
+		}
+		return dev.UserID, dev.IsAdmin, nil
+	}, func(ctx context.Context, tx *storage.DB, actor, action, target string, params map[string]any) error {
+		_, err := s.Admin.Audit().Append(ctx, tx, admin.Record{Actor: actor, Action: action, Target: target, Params: params})
+		return err
+	})
 	f.Sender = sender.New(s.DB, client, allow, s.Notifier, cfg.ServerName)
 	s.Fed = f
 	// Always running: the allowlist may open at runtime, and with no

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"text/tabwriter"
+	"time"
+)
+
+// The partner allowlist (federation.allowed_servers in the config, changed
+// at runtime here): praxisctl federation allow|deny|list.
+
+type allowEntry struct {
+	ServerName string `json:"server_name"`
+	Allowed    bool   `json:"allowed"`
+	Source     string `json:"source"`
+	ChangedBy  string `json:"changed_by"`
+	ChangedTS  int64  `json:"changed_ts"`
+}
+
+const allowlistPath = "/_praxis/admin/v1/federation/allowlist"
+
+func init() {
+	change := func(allowed bool) func(c *cli, fs *flag.FlagSet, args []string) error {
+		return func(c *cli, fs *flag.FlagSet, args []string) error {
+			if err := wantArgs(args, 1, "one server name (\"*\" for open federation)"); err != nil {
+				return err
+			}
+			a, err := c.client(true)
+			if err != nil {
+				return err
+			}
+			method := http.MethodPut
+			if !allowed {
+				method = http.MethodDelete
+			}
+			raw, err := a.do(context.Background(), method, allowlistPath+"/"+pathEsc(args[0]), nil, nil, nil)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(raw)
+			}
+			verb := "denied"
+			if allowed {
+				verb = "allowed"
+			}
+			fmt.Fprintf(c.stdout, "%s %s (effective now, recorded in the audit log)\n", verb, args[0])
+			return nil
+		}
+	}
+	register(&command{
+		name: "federation allow", args: "SERVER",
+		help: "let this node federate with SERVER (a health partner); \"*\" opens federation to all",
+		run:  change(true),
+	})
+	register(&command{
+		name: "federation deny", args: "SERVER",
+		help: "stop federating with SERVER: inbound requests get 403, nothing is sent to it",
+		run:  change(false),
+	})
+	register(&command{
+		name: "federation list", args: "",
+		help: "show the effective partner allowlist (config and runtime changes)",
+		run: func(c *cli, fs *flag.FlagSet, args []string) error {
+			if err := wantArgs(args, 0, "no arguments"); err != nil {
+				return err
+			}
+			a, err := c.client(true)
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Servers []allowEntry `json:"servers"`
+			}
+			raw, err := a.do(context.Background(), http.MethodGet, allowlistPath, nil, nil, &resp)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(raw)
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SERVER\tALLOWED\tSOURCE\tCHANGED BY\tCHANGED")
+			for _, e := range resp.Servers {
+				changed := ""
+				if e.ChangedTS > 0 {
+					changed = time.UnixMilli(e.ChangedTS).UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\n", e.ServerName, e.Allowed, e.Source, e.ChangedBy, changed)
+			}
+			tw.Flush()
+			return nil
+		},
+	})
+}
