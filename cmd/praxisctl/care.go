@@ -51,7 +51,6 @@ func practicePath(id string, rest ...string) string {
 // not given is not sent.
 type practiceFlags struct {
 	name, address, phone, emergency, bsnr, logo, timezone, hours string
-	set                                                          map[string]bool
 }
 
 func (p *practiceFlags) register(fs *flag.FlagSet) {
