@@ -148,4 +148,3 @@ func (t *networkTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	return nil, lastErr
 }
-

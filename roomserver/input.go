@@ -800,4 +800,3 @@ func (s *Service) resolveMaps(ctx context.Context, db *storage.DB, room *roomInf
 	}
 	return out, nil
 }
-

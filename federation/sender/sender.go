@@ -506,4 +506,3 @@ func (s *Sender) roomServers(ctx context.Context, db *storage.DB, roomID string)
 	}
 	return out, rows.Err()
 }
-

@@ -3,7 +3,7 @@ package sender_test
 import (
 	"context"
 	"encoding/json"
-		"testing"
+	"testing"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
