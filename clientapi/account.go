@@ -542,6 +542,13 @@ func (a *API) updateDevice(r *http.Request, dev *users.Device) (*empty, error) {
 	if err != nil {
 		return nil, err
 	}
+	if req.DisplayName != nil && a.Keys != nil {
+		// Other users see device names in /keys/query; a rename is a
+		// device-list change for everyone who shares a room.
+		if err := a.Keys.MarkDeviceListChanged(r.Context(), dev.UserID); err != nil {
+			return nil, err
+		}
+	}
 	return &empty{}, nil
 }
 

@@ -17,6 +17,7 @@ func (a *API) versions(r *http.Request) (*versionsResponse, error) {
 		Versions: []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12"},
 		UnstableFeatures: map[string]bool{
 			"org.matrix.msc3967": true, // first cross-signing upload needs no UIA
+			"org.matrix.msc3814": true, // dehydrated devices
 		},
 	}, nil
 }
