@@ -24,8 +24,8 @@ type Policy interface {
 	// returns the room the user is now joined to, or "" to let the
 	// normal alias resolution go on.
 	JoinAlias(ctx context.Context, userID, alias string) (roomID string, err error)
-	// Written learns of events after they committed. It must not block:
-	// it runs on the writer's goroutine.
+	// Written learns of events after they committed. It runs on the
+	// writer's goroutine before the write returns: keep it short.
 	Written(ctx context.Context, evs []PolicyEvent)
 }
 

@@ -81,8 +81,10 @@ type Service struct {
 	// enforce turns the health rules on (care.policy: enforce).
 	enforce bool
 	now     func() time.Time
-	// bg runs work that must not hold up the request that caused it
-	// (notices, board updates after a patient's message).
+	// bg runs the reaction to committed events (board updates, notices
+	// after a patient's message). By default inline, right after the
+	// commit: one indexed read for an ordinary message, and no goroutine
+	// outliving the request (or the database at shutdown).
 	bg func(func())
 }
 
@@ -91,7 +93,7 @@ func New(db *storage.DB, u *users.Service, rooms Rooms, enforce bool) *Service {
 	return &Service{
 		db: db, users: u, rooms: rooms, serverName: u.ServerName(), enforce: enforce, now: time.Now,
 		audit: func(context.Context, *storage.DB, AuditRecord) error { return nil },
-		bg:    func(fn func()) { go fn() },
+		bg:    func(fn func()) { fn() },
 	}
 }
 

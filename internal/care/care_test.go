@@ -209,6 +209,21 @@ func TestPracticeCodeCouplingsAreSeparateAndUnverified(t *testing.T) {
 		if err != nil || len(entries) != 1 || entries[0].Actor != "@doc:hs1.test" || entries[0].Practice != "gp" {
 			t.Errorf("audit of verify = %+v (%v)", entries, err)
 		}
+		// scanning again leads back to the same room; a one-time code from
+		// the desk verifies the existing coupling
+		if again := couple(t, bernd, code); again != r2 {
+			t.Errorf("bernd scans the flyer again: room %s, want his room %s", again, r2)
+		}
+		if again := couple(t, bernd, n.code(t, care.CodePatient)); again != r2 {
+			t.Errorf("bernd redeems a one-time code: room %s, want his room %s", again, r2)
+		}
+		if c, _ := srv.Care.CouplingOf(ctx, r2.String()); !c.Verified || c.VerifiedBy != "@bernd:hs1.test" {
+			t.Errorf("after a one-time code bernd's coupling = %+v, want verified", c)
+		}
+		if cs, _ := srv.Care.Couplings(ctx, "", "@bernd:hs1.test"); len(cs) != 1 {
+			t.Errorf("bernd has %d couplings, want 1", len(cs))
+		}
+
 		// a patient leaving un-couples
 		if _, err := anna.LeaveRoom(ctx, r1); err != nil {
 			t.Fatal(err)

@@ -240,15 +240,63 @@ func (s *Service) Redeem(ctx context.Context, userID, code string) (string, erro
 	if err != nil {
 		return "", err
 	}
+	release := func() {
+		if _, err := s.db.Exec(ctx, `UPDATE care_codes SET uses = uses - 1 WHERE code_hash = $1 AND uses > 0`, hashCode(code)); err != nil {
+			slog.WarnContext(ctx, "release coupling code", "code_id", codeID, "err", err)
+		}
+	}
+	// Already coupled with this practice: the existing room, not a second
+	// one. A one-time code verifies an unverified coupling (the patient
+	// scanned the flyer at home, then got a code at the desk).
+	existing, err := s.activeCoupling(ctx, userID, practiceID)
+	if err != nil {
+		release()
+		return "", err
+	}
+	if existing != nil {
+		if kind == CodePatient && !existing.Verified {
+			if err := s.markVerified(ctx, existing, userID, map[string]any{"code_id": codeID}); err != nil {
+				return "", err
+			}
+		} else {
+			release()
+		}
+		return existing.RoomID, nil
+	}
 	roomID, err := s.createCouplingRoom(ctx, userID, practiceID, kind, codeID)
 	if err != nil {
-		// give a single-use code back: the patient did not get a room
-		if _, uerr := s.db.Exec(ctx, `UPDATE care_codes SET uses = uses - 1 WHERE code_hash = $1 AND uses > 0`, hashCode(code)); uerr != nil {
-			slog.WarnContext(ctx, "release coupling code", "code_id", codeID, "err", uerr)
-		}
+		release() // the patient did not get a room
 		return "", err
 	}
 	return roomID, nil
+}
+
+// activeCoupling returns the patient's coupling with a practice whose room
+// they are still in; nil when there is none.
+func (s *Service) activeCoupling(ctx context.Context, patient, practiceID string) (*Coupling, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id FROM care_couplings WHERE patient = $1 AND practice_id = $2 AND ended_ts = 0 ORDER BY created_ts`, patient, practiceID)
+	if err != nil {
+		return nil, fmt.Errorf("couplings of %s: %w", patient, err)
+	}
+	var rooms []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		rooms = append(rooms, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, r := range rooms {
+		if m, err := s.rooms.Membership(ctx, r, patient); err == nil && m == "join" {
+			return s.CouplingOf(ctx, r)
+		}
+	}
+	return nil, nil
 }
 
 func (s *Service) createCouplingRoom(ctx context.Context, patient, practiceID, kind, codeID string) (string, error) {
@@ -372,37 +420,50 @@ func (s *Service) Verify(ctx context.Context, staffUser, roomID string) (*Coupli
 	if err != nil {
 		return nil, err
 	}
-	var c *Coupling
-	err = s.db.Transact(ctx, func(tx *storage.DB) error {
-		if c, err = s.couplingOf(ctx, tx, roomID); err != nil {
-			return err
-		}
-		if c == nil {
-			return httputil.NotFound("no coupling room " + roomID)
-		}
-		if st == nil || st.PracticeID != c.PracticeID {
-			return httputil.Forbidden("only staff of the coupled practice can verify a coupling")
-		}
-		if c.Verified {
-			return nil
-		}
-		c.Verified, c.VerifiedTS, c.VerifiedBy = true, s.now().UnixMilli(), staffUser
-		if _, err := tx.Exec(ctx, `UPDATE care_couplings SET verified = TRUE, verified_ts = $1, verified_by = $2 WHERE room_id = $3`,
-			c.VerifiedTS, staffUser, roomID); err != nil {
-			return fmt.Errorf("verify coupling: %w", err)
-		}
-		return s.audit(ctx, tx, AuditRecord{Actor: staffUser, Action: "coupling.verify", Target: roomID, Practice: c.PracticeID})
-	})
+	c, err := s.CouplingOf(ctx, roomID)
 	if err != nil {
 		return nil, err
+	}
+	if c == nil {
+		return nil, httputil.NotFound("no coupling room " + roomID)
+	}
+	if st == nil || st.PracticeID != c.PracticeID {
+		return nil, httputil.Forbidden("only staff of the coupled practice can verify a coupling")
+	}
+	if c.Verified {
+		return c, nil
+	}
+	if err := s.markVerified(ctx, c, staffUser, nil); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// markVerified records a coupling as verified by actor (audited) and
+// updates the room's coupling state.
+func (s *Service) markVerified(ctx context.Context, c *Coupling, actor string, params map[string]any) error {
+	c.Verified, c.VerifiedTS, c.VerifiedBy = true, s.now().UnixMilli(), actor
+	err := s.db.Transact(ctx, func(tx *storage.DB) error {
+		res, err := tx.Exec(ctx, `UPDATE care_couplings SET verified = TRUE, verified_ts = $1, verified_by = $2 WHERE room_id = $3 AND verified = FALSE`,
+			c.VerifiedTS, actor, c.RoomID)
+		if err != nil {
+			return fmt.Errorf("verify coupling: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // verified meanwhile
+		}
+		return s.audit(ctx, tx, AuditRecord{Actor: actor, Action: "coupling.verify", Target: c.RoomID, Practice: c.PracticeID, Params: params})
+	})
+	if err != nil {
+		return err
 	}
 	p, err := s.Practice(ctx, c.PracticeID)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	empty := ""
-	if _, err := s.rooms.Send(ctx, roomserver.SendRequest{RoomID: roomID, Sender: p.ServiceUser, Type: CouplingEvent, StateKey: &empty, Content: couplingContent(c)}); err != nil {
-		return nil, fmt.Errorf("update coupling state: %w", err)
+	if _, err := s.rooms.Send(ctx, roomserver.SendRequest{RoomID: c.RoomID, Sender: p.ServiceUser, Type: CouplingEvent, StateKey: &empty, Content: couplingContent(c)}); err != nil {
+		return fmt.Errorf("update coupling state: %w", err)
 	}
-	return c, nil
+	return nil
 }
