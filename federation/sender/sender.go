@@ -272,6 +272,9 @@ func (s *Sender) deliver(ctx context.Context, dest string) error {
 		_, err = s.client.SendTransaction(sendCtx, txn)
 		cancel()
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // shutting down: not the partner's fault
+			}
 			s.backoff(ctx, dest)
 			return fmt.Errorf("send transaction %s: %w", txn.TransactionID, err)
 		}

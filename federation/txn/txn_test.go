@@ -26,6 +26,9 @@ type remoteRoom struct {
 	target *hstest.Server // the receiving server (hs2)
 	roomID string
 	ver    gomatrixserverlib.IRoomVersion
+	// authState, when set, replaces the receiver's current state as the
+	// source of auth events (to build on an older point of the room).
+	authState map[string]string
 }
 
 // head reads the receiving server's extremities, depth and the auth
@@ -65,7 +68,19 @@ func (r *remoteRoom) head() (prev []string, depth int64, state map[string]string
 // receiving server's head, with auth events picked from its state.
 func (r *remoteRoom) build(server string, keyID string, key ed25519.PrivateKey, sender, evType string, stateKey *string, content any) gomatrixserverlib.PDU {
 	r.t.Helper()
+	return r.buildOn(nil, server, keyID, key, sender, evType, stateKey, content)
+}
+
+// buildOn is build with explicit prev events (nil: the current head).
+func (r *remoteRoom) buildOn(prevIDs []string, server string, keyID string, key ed25519.PrivateKey, sender, evType string, stateKey *string, content any) gomatrixserverlib.PDU {
+	r.t.Helper()
 	prev, depth, state := r.head()
+	if prevIDs != nil {
+		prev = prevIDs
+	}
+	if r.authState != nil {
+		state = r.authState
+	}
 	auth := []string{state["m.room.create|"], state["m.room.power_levels|"]}
 	if id, ok := state["m.room.member|"+sender]; ok {
 		auth = append(auth, id)
@@ -247,4 +262,105 @@ func containsEvent(evs []*event.Event, eventID string) bool {
 		}
 	}
 	return false
+}
+
+// Concurrent events: hs1 sends on top of an event that hs2 has already
+// extended; both become forward extremities and hs2's next event merges
+// them.
+func TestInboundForkIsMerged(t *testing.T) {
+	_, hs1, hs2, alice, room := setup(t)
+	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
+	bob := "@bob:hs1.test"
+	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
+	if r := send(t, hs1, "hs2.test", "j", join.JSON())[join.EventID()]; r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	ctx := context.Background()
+	local, err := alice.SendText(ctx, mautrixRoom(room.roomID), "local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bob's event does not know alice's latest message
+	remote := room.buildOn([]string{join.EventID()}, "hs1.test", keyID, key, bob, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "concurrent"})
+	if r := send(t, hs1, "hs2.test", "f", remote.JSON())[remote.EventID()]; r.Error != "" {
+		t.Fatalf("concurrent event: %s", r.Error)
+	}
+	prev, _, _ := room.head()
+	if !sameIDs(prev, []string{local.EventID.String(), remote.EventID()}) {
+		t.Fatalf("extremities %v, want alice's and bob's events", prev)
+	}
+	merge, err := alice.SendText(ctx, mautrixRoom(room.roomID), "merge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js string
+	hs2.DB.QueryRow(ctx, `SELECT json FROM events WHERE event_id = $1`, merge.EventID.String()).Scan(&js)
+	if n := len(gjson.Get(js, "prev_events").Array()); n != 2 {
+		t.Fatalf("merging event has %d prev events, want 2", n)
+	}
+	prev, _, _ = room.head()
+	if len(prev) != 1 || prev[0] != merge.EventID.String() {
+		t.Fatalf("extremities after merge %v", prev)
+	}
+	msgs, err := alice.Messages(ctx, mautrixRoom(room.roomID), "", "", mautrix.DirectionBackward, nil, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !containsEvent(msgs.Chunk, remote.EventID()) {
+		t.Fatal("concurrent event not in the timeline")
+	}
+}
+
+func sameIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, x := range a {
+		seen[x] = true
+	}
+	for _, x := range b {
+		if !seen[x] {
+			return false
+		}
+	}
+	return true
+}
+
+// An event allowed by its own history but not by the current state (bob
+// was banned meanwhile) is soft-failed: stored, never served.
+func TestInboundSoftFail(t *testing.T) {
+	_, hs1, hs2, alice, room := setup(t)
+	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
+	bob := "@bob:hs1.test"
+	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
+	if r := send(t, hs1, "hs2.test", "j", join.JSON())[join.EventID()]; r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	ctx := context.Background()
+	_, _, room.authState = room.head()
+	if _, err := alice.BanUser(ctx, mautrixRoom(room.roomID), &mautrix.ReqBanUser{UserID: id.UserID(bob)}); err != nil {
+		t.Fatal(err)
+	}
+	late := room.buildOn([]string{join.EventID()}, "hs1.test", keyID, key, bob, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after ban"})
+	if r := send(t, hs1, "hs2.test", "late", late.JSON())[late.EventID()]; r.Error != "" {
+		t.Fatalf("soft-failed events are not errors to the sender, got %q", r.Error)
+	}
+	found, rejected, soft, _ := stored(t, hs2, late.EventID())
+	if !found || rejected || !soft {
+		t.Fatalf("found=%v rejected=%v soft_failed=%v, want a stored soft-failed event", found, rejected, soft)
+	}
+	msgs, err := alice.Messages(ctx, mautrixRoom(room.roomID), "", "", mautrix.DirectionBackward, nil, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if containsEvent(msgs.Chunk, late.EventID()) {
+		t.Fatal("soft-failed event served")
+	}
+	prev, _, _ := room.head()
+	for _, p := range prev {
+		if p == late.EventID() {
+			t.Fatal("soft-failed event became a forward extremity")
+		}
+	}
 }
