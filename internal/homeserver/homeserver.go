@@ -129,11 +129,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		db.Close()
 		return nil, err
 	}
-	s.bgWG.Add(1)
-	go func() {
-		defer s.bgWG.Done()
-		s.Media.RunRetention(bgCtx, time.Hour)
-	}()
 
 	// The embedded TURN relay starts here, not in Run, so that in-process
 	// test servers (which never call Run) relay calls too.
@@ -278,6 +273,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		}
 		return keep, nil
 	})
+	// Retention starts only now that its keep hook is in place.
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		s.Media.RunRetention(bgCtx, time.Hour)
+	}()
 
 	// /metrics sits with the admin API and needs an admin token: counts
 	// of requests and relayed bytes are operational data, not public.
@@ -293,6 +294,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		db.Close()
 		return nil, err
 	}
+	s.setupFederationRooms()
 	// The key endpoint is also reachable on the client listener so that a
 	// node without a federation listener still publishes its key.
 	s.clientMux.Handle("GET /_matrix/key/v2/server", s.fedMux)
