@@ -81,7 +81,10 @@ func (a *API) join(r *http.Request, dev *users.Device, target string) (*roomIDRe
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	roomID, err := a.Rooms.Join(r.Context(), dev.UserID, target, req.Reason)
+	// via (and its older name server_name) lists servers to join a
+	// remote room through.
+	via := append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
+	roomID, err := a.Rooms.JoinVia(r.Context(), dev.UserID, target, req.Reason, via)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +129,7 @@ func (a *API) invite(r *http.Request, dev *users.Device) (*empty, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := a.Rooms.Invite(r.Context(), req); err != nil {
+	if _, err := a.Rooms.InviteAny(r.Context(), req); err != nil {
 		return nil, err
 	}
 	return &empty{}, nil
@@ -165,7 +168,7 @@ func (a *API) leaveRoom(r *http.Request, dev *users.Device) (*empty, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	return &empty{}, a.Rooms.Leave(r.Context(), dev.UserID, r.PathValue("roomId"), req.Reason)
+	return &empty{}, a.Rooms.LeaveAny(r.Context(), dev.UserID, r.PathValue("roomId"), req.Reason)
 }
 
 // forgetRoom serves POST /_matrix/client/v3/rooms/{roomId}/forget.

@@ -62,6 +62,8 @@ type Service struct {
 	profile    ProfileLookup
 	// policy is the node's care policy (nil: plain Matrix), policy.go.
 	policy Policy
+	// fed reaches rooms on other servers (remote.go); nil: federation off.
+	fed *remoteFed
 
 	// rooms caches what never changes about a room: its NID and version.
 	rooms sync.Map // room ID → *roomInfo

@@ -1,0 +1,152 @@
+package federation_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"praxis/internal/hstest"
+)
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// hasEvent reports whether c sees an event of type typ whose content
+// field key equals val in the room's recent timeline.
+func hasEvent(ctx context.Context, c *mautrix.Client, room id.RoomID, typ event.Type, key, val string) bool {
+	resp, err := c.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		return false
+	}
+	for _, ev := range resp.Chunk {
+		if ev.Type == typ && ev.Content.Raw[key] == val {
+			return true
+		}
+	}
+	return false
+}
+
+func membershipOf(ctx context.Context, c *mautrix.Client, room id.RoomID, user id.UserID) string {
+	var m event.MemberEventContent
+	if err := c.StateEvent(ctx, room, event.StateMember, user.String(), &m); err != nil {
+		return ""
+	}
+	return string(m.Membership)
+}
+
+func TestRemoteInviteJoinTalkLeave(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
+	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "cardiology consult"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("invite remote user: %v", err)
+	}
+	// bob's server shows the invite with the room's stripped state
+	waitFor(t, "bob's invite in /sync", func() bool {
+		resp, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err != nil {
+			return false
+		}
+		inv, ok := resp.Rooms.Invite[room]
+		if !ok {
+			return false
+		}
+		for _, ev := range inv.State.Events {
+			if ev.Type == event.StateRoomName {
+				return true
+			}
+		}
+		return false
+	})
+
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("join remote room: %v", err)
+	}
+	if m := membershipOf(ctx, alice, room, bob.UserID); m != "join" {
+		t.Fatalf("alice's server sees bob as %q, want join", m)
+	}
+	if m := membershipOf(ctx, bob, room, alice.UserID); m != "join" {
+		t.Fatalf("bob's server sees alice as %q, want join", m)
+	}
+
+	if _, err := alice.SendText(ctx, room, "from hs1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "alice's message on hs2", func() bool { return hasEvent(ctx, bob, room, event.EventMessage, "body", "from hs1") })
+	if _, err := bob.SendText(ctx, room, "from hs2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's message on hs1", func() bool { return hasEvent(ctx, alice, room, event.EventMessage, "body", "from hs2") })
+
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob's leave on hs1", func() bool { return membershipOf(ctx, alice, room, bob.UserID) == "leave" })
+}
+
+func TestRemoteInviteRejected(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatalf("reject remote invite: %v", err)
+	}
+	if m := membershipOf(ctx, alice, room, bob.UserID); m != "leave" {
+		t.Fatalf("alice's server sees bob as %q after the rejection, want leave", m)
+	}
+}
+
+func TestRemoteJoinRefusals(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, room string
+		via        []string
+		want       string
+	}{
+		{"invite-only room", created.RoomID.String(), nil, "M_FORBIDDEN"},
+		{"unknown room on a partner", "!nope:hs1.test", nil, "M_NOT_FOUND"},
+		{"server not on the allowlist", "!nope:evil.test", nil, "M_FORBIDDEN"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := bob.JoinRoom(ctx, tc.room, &mautrix.ReqJoinRoom{Via: tc.via})
+			if got := hstest.ErrCode(err); got != tc.want {
+				t.Fatalf("join %s: got %q (%v), want %s", tc.room, got, err, tc.want)
+			}
+		})
+	}
+}
