@@ -2,7 +2,9 @@ package homeserver
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -15,6 +17,7 @@ import (
 	"praxis/federation/txn"
 	"praxis/internal/admin"
 	"praxis/internal/ephemeral"
+	"praxis/internal/httputil"
 	"praxis/internal/storage"
 )
 
@@ -62,6 +65,11 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 	f.Txn.HandleEDU("m.receipt", txn.ReceiptHandler(eph, s.Rooms))
 	f.API.Txn = f.Txn
 	f.API.Routes(s.fedMux)
+	if cfg.Listen.Federation != "" {
+		// delegation: peers resolving our name find the federation port
+		s.clientMux.Handle("GET /.well-known/matrix/server", http.HandlerFunc(s.wellKnownServer))
+		s.fedMux.Handle("GET /.well-known/matrix/server", http.HandlerFunc(s.wellKnownServer))
+	}
 	// praxisctl federation allow|deny|list: audited, no restart needed
 	allow.AdminRoutes(s.adminMux, func(r *http.Request) (string, bool, error) {
 		dev, err := auth.Device(r, s.Users)
@@ -83,4 +91,25 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 		f.Sender.Run(bgCtx)
 	}()
 	return nil
+}
+
+// wellKnownServer serves GET /.well-known/matrix/server: our server
+// name's host with the federation listener's port.
+func (s *Server) wellKnownServer(w http.ResponseWriter, r *http.Request) {
+	host := s.Config.ServerName
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	_, port, _ := net.SplitHostPort(s.Config.Listen.Federation)
+	httputil.WriteJSON(w, http.StatusOK, map[string]string{"m.server": net.JoinHostPort(host, port)})
+}
+
+// federationListener puts TLS on the federation listener.
+func (s *Server) federationListener(ln net.Listener) (net.Listener, error) {
+	conf, err := federation.ServerTLS(s.Config.Federation, s.Config.DataDir, s.Config.ServerName)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return tls.NewListener(ln, conf), nil
 }

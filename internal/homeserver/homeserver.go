@@ -355,6 +355,14 @@ func (s *Server) Run(ctx context.Context) error {
 			s.Close()
 			return fmt.Errorf("listen %s on %s: %w", l.name, l.addr, err)
 		}
+		if l.name == "federation" {
+			// federation is always TLS (federation.tls_cert/tls_key, or a
+			// generated self-signed certificate for test set-ups)
+			if ln, err = s.federationListener(ln); err != nil {
+				s.Close()
+				return err
+			}
+		}
 		srv := &http.Server{Handler: l.h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		s.servers = append(s.servers, srv)
 		slog.InfoContext(ctx, "listening", "api", l.name, "addr", ln.Addr().String(), "server_name", s.Config.ServerName)
