@@ -389,6 +389,28 @@ func init() {
 			return c.putStaff(args[0], sf.practice, map[string]any{"role": sf.role}, "updated")
 		},
 	})
+	var duty struct{ off bool }
+	register(&command{
+		name: "staff duty", args: "USER --practice P [--off]",
+		help: "put a staff member on duty (invited into new coupling rooms) or, with --off, off duty",
+		flags: func(fs *flag.FlagSet) {
+			practiceFlag(fs)
+			fs.BoolVar(&duty.off, "off", false, "off duty")
+		},
+		run: func(c *cli, fs *flag.FlagSet, args []string) error {
+			if err := wantArgs(args, 1, "one user"); err != nil {
+				return err
+			}
+			if err := needPractice(); err != nil {
+				return err
+			}
+			verb := "on duty:"
+			if duty.off {
+				verb = "off duty:"
+			}
+			return c.putStaff(args[0], sf.practice, map[string]any{"on_duty": !duty.off}, verb)
+		},
+	})
 	register(&command{
 		name: "staff remove", args: "USER --practice P",
 		help:  "end a staff membership (the account stays, without staff rights)",

@@ -51,6 +51,11 @@ func TestCareCommands(t *testing.T) {
 	if !strings.Contains(out, "@drx:hs1.test") || !strings.Contains(out, "admin") || !strings.Contains(out, "1 staff") {
 		t.Errorf("staff list:\n%s", out)
 	}
+	mustA("staff", "duty", "drx", "--practice", "mueller", "--off")
+	if st, _ := srv.Care.StaffOf(ctx, "@drx:hs1.test"); st == nil || st.OnDuty {
+		t.Errorf("after staff duty --off: %+v", st)
+	}
+	mustA("staff", "duty", "drx", "--practice", "mueller")
 	srv.Login(t, "drx")
 	if out = mustA("staff", "devices", "drx"); !strings.Contains(out, "1 devices") {
 		t.Errorf("staff devices:\n%s", out)

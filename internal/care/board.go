@@ -112,10 +112,8 @@ func (s *Service) Claim(ctx context.Context, staffUser, roomID string) (*Request
 	if err != nil {
 		return nil, err
 	}
-	if m, _ := s.rooms.Membership(ctx, roomID, staffUser); m != "join" {
-		if _, err := s.rooms.Join(ctx, staffUser, roomID, ""); err != nil {
-			slog.WarnContext(ctx, "join claimed room", "room_id", roomID, "user_id", staffUser, "err", err)
-		}
+	if err := s.bringIn(ctx, roomID, st.PracticeID, staffUser); err != nil {
+		slog.WarnContext(ctx, "join claimed room", "room_id", roomID, "user_id", staffUser, "err", err)
 	}
 	s.postRequest(ctx, roomID)
 	return s.request(ctx, s.db, roomID)
@@ -173,4 +171,29 @@ func (s *Service) postRequest(ctx context.Context, roomID string) {
 	if err != nil {
 		slog.WarnContext(ctx, "update request board", "room_id", roomID, "err", err)
 	}
+}
+
+// bringIn joins a staff member to a coupling room, inviting them first
+// when they were not on duty (or not yet staff) when it was created. Such
+// a late member cannot decrypt what was sent before their invite: the
+// patient's client never shared those keys with them.
+func (s *Service) bringIn(ctx context.Context, roomID, practiceID, staffUser string) error {
+	m, err := s.rooms.Membership(ctx, roomID, staffUser)
+	if err != nil {
+		return err
+	}
+	if m == "join" {
+		return nil
+	}
+	if m != "invite" {
+		p, err := s.Practice(ctx, practiceID)
+		if err != nil {
+			return err
+		}
+		if _, err := s.rooms.Invite(ctx, roomserver.MembershipRequest{RoomID: roomID, Sender: p.ServiceUser, Target: staffUser}); err != nil {
+			return err
+		}
+	}
+	_, err = s.rooms.Join(ctx, staffUser, roomID, "")
+	return err
 }

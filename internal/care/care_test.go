@@ -284,3 +284,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestOffDutyClaimAndRemoval: off-duty staff are not invited into new
+// coupling rooms but may still claim (and are then brought in); removed
+// staff leave the board and every coupling room of the practice.
+func TestOffDutyClaimAndRemoval(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		n := newPractice(t, srv, "nacht", map[string]string{"doc": care.RoleDoctor})
+		off := false
+		if _, err := srv.Care.SetStaff(ctx, root, "nacht", "@doc:hs1.test", nil, &off); err != nil {
+			t.Fatal(err)
+		}
+		room := couple(t, srv.Register(t, "anna"), n.code(t, care.CodePatient))
+		if m, _ := srv.Rooms.Membership(ctx, room.String(), "@doc:hs1.test"); m != "" {
+			t.Errorf("off-duty doctor's membership = %q, want none", m)
+		}
+		if err := praxis(n.staff["doc"], http.MethodPost, "/board/"+room.String()+"/claim", nil); err != nil {
+			t.Fatalf("claim: %v", err)
+		}
+		if m, _ := srv.Rooms.Membership(ctx, room.String(), "@doc:hs1.test"); m != "join" {
+			t.Errorf("claimer's membership = %q, want join", m)
+		}
+		if err := srv.Care.RemoveStaff(ctx, root, "nacht", "@doc:hs1.test"); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []string{room.String(), n.practice.BoardRoom} {
+			if m, _ := srv.Rooms.Membership(ctx, r, "@doc:hs1.test"); m != "leave" {
+				t.Errorf("former staff's membership in %s = %q, want leave", r, m)
+			}
+		}
+		if acc, _ := srv.Users.Account(ctx, "@doc:hs1.test"); acc.Kind != care.KindUser {
+			t.Errorf("former staff's kind = %q, want user", acc.Kind)
+		}
+	}, enforce)
+}

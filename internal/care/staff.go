@@ -206,10 +206,27 @@ func (s *Service) RemoveStaff(ctx context.Context, actor, practiceID, userID str
 	if err != nil {
 		return err
 	}
-	if p, err := s.Practice(ctx, practiceID); err == nil && p.BoardRoom != "" {
-		if m, _ := s.rooms.Membership(ctx, p.BoardRoom, userID); m == "join" || m == "invite" {
-			if err := s.rooms.Kick(ctx, roomserver.MembershipRequest{RoomID: p.BoardRoom, Sender: p.ServiceUser, Target: userID, Reason: "no longer staff"}); err != nil {
-				slog.WarnContext(ctx, "remove former staff from board", "user_id", userID, "err", err)
+	// Former staff leave the board and every coupling room of the
+	// practice: patients must not stay reachable by them.
+	p, err := s.Practice(ctx, practiceID)
+	if err != nil {
+		return err
+	}
+	rooms := []string{p.BoardRoom}
+	couplings, err := s.Couplings(ctx, practiceID, "")
+	if err != nil {
+		return err
+	}
+	for _, c := range couplings {
+		rooms = append(rooms, c.RoomID)
+	}
+	for _, room := range rooms {
+		if room == "" {
+			continue
+		}
+		if m, _ := s.rooms.Membership(ctx, room, userID); m == "join" || m == "invite" {
+			if err := s.rooms.Kick(ctx, roomserver.MembershipRequest{RoomID: room, Sender: p.ServiceUser, Target: userID, Reason: "no longer staff"}); err != nil {
+				slog.WarnContext(ctx, "remove former staff from room", "user_id", userID, "room_id", room, "err", err)
 			}
 		}
 	}
