@@ -159,6 +159,33 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 	}
 	resp.AccountData = &global
 	resp.Presence = &EventList{Events: []json.RawMessage{}}
+	// A room sent in full in an incremental sync (joined since the token)
+	// gets all its account data: what was set before the token never
+	// reached the client with the room.
+	var fullRooms []*roomWork
+	for _, w := range works {
+		if w.full && !initial {
+			fullRooms = append(fullRooms, w)
+		}
+	}
+	if len(fullRooms) > 0 {
+		all, err := s.accounts.AccountDataSince(ctx, req.UserID, 0)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range fullRooms {
+			w.accountData = nil
+		}
+		for _, e := range all {
+			w := byRoom[e.RoomID]
+			if e.RoomID == "" || w == nil || !w.full || e.StreamPos > head {
+				continue
+			}
+			if f.Room.AccountData.AllowsRoom(e.RoomID) && f.Room.AccountData.Allows(e.Type, "") {
+				w.accountData = append(w.accountData, accountDataEvent(e.Type, e.Content))
+			}
+		}
+	}
 
 	if err := s.readEphemeral(ctx, req, works, since, head); err != nil {
 		return nil, err
