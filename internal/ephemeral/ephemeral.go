@@ -84,7 +84,6 @@ func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing b
 			typing, expires = false, 0
 		}
 	}
-	var pos int64
 	err := s.db.Transact(ctx, func(tx *storage.DB) error {
 		var wasUntil int64
 		err := tx.QueryRow(ctx, `SELECT expires_ts FROM typing WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&wasUntil)
@@ -112,7 +111,6 @@ func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing b
 		if _, err := tx.Exec(ctx, `UPDATE typing SET stream_pos = $1 WHERE room_id = $2 AND user_id = $3`, p, roomID, userID); err != nil {
 			return fmt.Errorf("stamp typing: %w", err)
 		}
-		pos = p
 		tx.AfterCommit(func() { s.publish(p) })
 		return nil
 	})
@@ -122,7 +120,6 @@ func (s *Service) SetTyping(ctx context.Context, roomID, userID string, typing b
 	if typing {
 		s.scheduleExpiry(time.UnixMilli(expires))
 	}
-	_ = pos
 	return nil
 }
 
