@@ -62,6 +62,10 @@ type Sender struct {
 	owner      string // lease owner ID of this process
 	now        func() time.Time
 
+	// acl reports whether a room's server ACL lets a server take part
+	// (nil: no ACLs).
+	acl func(ctx context.Context, roomID, server string) (bool, error)
+
 	mu     sync.Mutex
 	busy   map[string]bool
 	wakeCh chan struct{}
@@ -77,6 +81,10 @@ func New(db *storage.DB, client fclient.FederationClient, allow Allowlist, notif
 		busy: map[string]bool{}, wakeCh: make(chan struct{}, 1),
 	}
 }
+
+// SetACL installs the rooms' server ACL check: events of a room whose ACL
+// denies a destination are not sent to it.
+func (s *Sender) SetACL(fn func(ctx context.Context, roomID, server string) (bool, error)) { s.acl = fn }
 
 // Wake makes the sender look for work now (e.g. after QueueEDU).
 func (s *Sender) Wake() {
@@ -334,7 +342,7 @@ func Backoff(n int64) time.Duration {
 // covers: past the last event returned, or head when the batch is not
 // full (events in between are not for dest).
 func (s *Sender) pendingPDUs(ctx context.Context, dest string, sentPos, head int64) ([]json.RawMessage, int64, error) {
-	rows, err := s.db.Query(ctx, `SELECT e.stream_pos, e.json FROM events e
+	rows, err := s.db.Query(ctx, `SELECT e.stream_pos, e.json, r.room_id FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 		WHERE e.stream_pos > $1 AND e.stream_pos <= $2 AND e.sender LIKE $3
 		AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
 		AND (EXISTS (SELECT 1 FROM room_members m WHERE m.room_nid = e.room_nid AND m.membership = 'join' AND m.user_id LIKE $4)
@@ -346,20 +354,43 @@ func (s *Sender) pendingPDUs(ctx context.Context, dest string, sentPos, head int
 	}
 	defer rows.Close()
 	var out []json.RawMessage
+	var rooms []string
 	last := sentPos
+	n := 0
 	for rows.Next() {
 		var pos int64
-		var js string
-		if err := rows.Scan(&pos, &js); err != nil {
+		var js, room string
+		if err := rows.Scan(&pos, &js, &room); err != nil {
 			return nil, 0, err
 		}
 		out = append(out, json.RawMessage(js))
+		rooms = append(rooms, room)
 		last = pos
+		n++
 	}
 	if err := rows.Err(); err != nil {
 		return nil, 0, err
 	}
-	if len(out) < maxPDUs {
+	rows.Close()
+	if s.acl != nil && len(out) > 0 {
+		allowed := map[string]bool{}
+		kept := out[:0]
+		for i, js := range out {
+			ok, seen := allowed[rooms[i]]
+			if !seen {
+				var err error
+				if ok, err = s.acl(ctx, rooms[i], dest); err != nil {
+					return nil, 0, err
+				}
+				allowed[rooms[i]] = ok
+			}
+			if ok {
+				kept = append(kept, js)
+			}
+		}
+		out = kept
+	}
+	if n < maxPDUs {
 		last = max(last, head)
 	}
 	return out, last, nil

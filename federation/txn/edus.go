@@ -15,6 +15,7 @@ import (
 type Memberships interface {
 	Membership(ctx context.Context, roomID, userID string) (string, error)
 	SyncEventPosition(ctx context.Context, roomID, eventID string) (int64, error)
+	ServerAllowedByACL(ctx context.Context, roomID, server string) (bool, error)
 }
 
 // remoteTypingTimeout is how long a remote user's typing lasts without a
@@ -22,10 +23,14 @@ type Memberships interface {
 const remoteTypingTimeout = 30 * time.Second
 
 // checkSender refuses an EDU about a user of another server than origin,
-// or about a room the user is not joined to.
+// from a server the room's ACL denies, or about a room the user is not
+// joined to.
 func checkSender(ctx context.Context, m Memberships, origin spec.ServerName, roomID, userID string) error {
 	if serverOf(userID) != string(origin) {
 		return fmt.Errorf("EDU from %s about %s (another server's user)", origin, userID)
+	}
+	if ok, err := m.ServerAllowedByACL(ctx, roomID, string(origin)); err != nil || !ok {
+		return fmt.Errorf("the server ACL of %s denies %s", roomID, origin)
 	}
 	ms, err := m.Membership(ctx, roomID, userID)
 	if err != nil {

@@ -43,6 +43,7 @@ const processTimeout = 2 * time.Minute
 type Rooms interface {
 	RoomVersion(ctx context.Context, roomID string) (string, error)
 	InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remote roomserver.RemoteEvents) (roomserver.InputOutcome, error)
+	ServerAllowedByACL(ctx context.Context, roomID, server string) (bool, error)
 }
 
 // Allowlist is the partner allowlist.
@@ -183,6 +184,11 @@ func (p *Processor) run(ctx context.Context, origin spec.ServerName, txnID strin
 			continue
 		}
 		room := pdu.RoomID().String()
+		if ok, err := p.rooms.ServerAllowedByACL(ctx, room, string(origin)); err != nil || !ok {
+			resp.PDUs[id] = PDUResult{Error: "the room's server ACL denies " + string(origin)}
+			slog.InfoContext(ctx, "inbound PDU refused by server ACL", "origin", origin, "event_id", id, "room_id", room)
+			continue
+		}
 		if _, ok := byRoom[room]; !ok {
 			roomOrder = append(roomOrder, room)
 		}

@@ -364,3 +364,26 @@ func TestInboundSoftFail(t *testing.T) {
 		}
 	}
 }
+
+// A room's server ACL drops PDUs from a denied origin.
+func TestInboundServerACL(t *testing.T) {
+	_, hs1, hs2, alice, room := setup(t)
+	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
+	bob := "@bob:hs1.test"
+	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
+	if r := send(t, hs1, "hs2.test", "j", join.JSON())[join.EventID()]; r.Error != "" {
+		t.Fatal(r.Error)
+	}
+	ctx := context.Background()
+	if _, err := alice.SendStateEvent(ctx, mautrixRoom(room.roomID), event.StateServerACL, "", map[string]any{"allow": []string{"*"}, "deny": []string{"hs1.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	msg := room.build("hs1.test", keyID, key, bob, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "denied"})
+	r := send(t, hs1, "hs2.test", "acl", msg.JSON())[msg.EventID()]
+	if !strings.Contains(r.Error, "ACL") {
+		t.Fatalf("result %q, want an ACL refusal", r.Error)
+	}
+	if found, _, _, _ := stored(t, hs2, msg.EventID()); found {
+		t.Fatal("event from an ACL-denied server was stored")
+	}
+}

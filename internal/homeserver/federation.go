@@ -82,6 +82,7 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 		return err
 	})
 	f.Sender = sender.New(s.DB, client, allow, s.Notifier, cfg.ServerName)
+	f.Sender.SetACL(s.Rooms.ServerAllowedByACL)
 	s.Fed = f
 	// Always running: the allowlist may open at runtime, and with no
 	// remote members a round is two cheap queries.
