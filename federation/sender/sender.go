@@ -84,7 +84,9 @@ func New(db *storage.DB, client fclient.FederationClient, allow Allowlist, notif
 
 // SetACL installs the rooms' server ACL check: events of a room whose ACL
 // denies a destination are not sent to it.
-func (s *Sender) SetACL(fn func(ctx context.Context, roomID, server string) (bool, error)) { s.acl = fn }
+func (s *Sender) SetACL(fn func(ctx context.Context, roomID, server string) (bool, error)) {
+	s.acl = fn
+}
 
 // Wake makes the sender look for work now (e.g. after QueueEDU).
 func (s *Sender) Wake() {
