@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"text/tabwriter"
 	"time"
+
+	"praxis/federation/keyring"
 )
 
 // The partner allowlist (federation.allowed_servers in the config, changed
@@ -23,6 +25,33 @@ type allowEntry struct {
 const allowlistPath = "/_praxis/admin/v1/federation/allowlist"
 
 func init() {
+	var rotate struct{ key string }
+	register(&command{
+		name: "federation rotate-key", args: "--key PATH", offline: true,
+		help: "replace the server signing key; the old public key stays published as old_verify_keys (restart the server afterwards)",
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&rotate.key, "key", "", "the signing key file (config key signing_key)")
+		},
+		run: func(c *cli, fs *flag.FlagSet, args []string) error {
+			if err := wantArgs(args, 0, "no arguments"); err != nil {
+				return err
+			}
+			if rotate.key == "" {
+				return usagef("--key PATH is required")
+			}
+			k, old, err := keyring.Rotate(rotate.key, time.Now())
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printValue(map[string]string{"key_id": k.KeyID, "old_key_id": old.KeyID, "old_keys_file": keyring.OldKeysPath(rotate.key)})
+			}
+			fmt.Fprintf(c.stdout, "new key %s; %s retired (kept in %s); restart the server to sign with the new key\n",
+				k.KeyID, old.KeyID, keyring.OldKeysPath(rotate.key))
+			return nil
+		},
+	})
+
 	change := func(allowed bool) func(c *cli, fs *flag.FlagSet, args []string) error {
 		return func(c *cli, fs *flag.FlagSet, args []string) error {
 			if err := wantArgs(args, 1, "one server name (\"*\" for open federation)"); err != nil {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"praxis/federation/keyring"
 )
 
 func TestFederationCommands(t *testing.T) {
@@ -42,5 +45,22 @@ func TestFederationCommands(t *testing.T) {
 	code, _, errOut := ctl(t, "--server", srv.URL, "--token", user.AccessToken, "federation", "list")
 	if code != 1 || !strings.Contains(errOut, "M_FORBIDDEN") {
 		t.Errorf("non-admin: exit %d %q", code, errOut)
+	}
+}
+
+func TestFederationRotateKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "signing.key")
+	mustCtl(t, "keygen", "--out", path)
+	out := mustCtl(t, "federation", "rotate-key", "--key", path)
+	if !strings.Contains(out, "retired") {
+		t.Fatalf("rotate-key printed %q", out)
+	}
+	olds, err := keyring.LoadOldKeys(path)
+	if err != nil || len(olds) != 1 {
+		t.Fatalf("old keys %v %v", olds, err)
+	}
+	code, _, errOut := ctl(t, "federation", "rotate-key")
+	if code != 2 || !strings.Contains(errOut, "--key") {
+		t.Fatalf("without --key: exit %d %q", code, errOut)
 	}
 }

@@ -51,11 +51,19 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 	if err != nil {
 		return fmt.Errorf("federation client: %w", err)
 	}
+	olds, err := keyring.LoadOldKeys(cfg.SigningKey)
+	if err != nil {
+		return err
+	}
+	oldKeys := map[string]federation.OldKey{}
+	for _, k := range olds {
+		oldKeys[k.KeyID] = federation.OldKey{PublicKey: k.PublicKey, ExpiredTS: k.ExpiredTS}
+	}
 	store := keyring.NewStore(s.DB)
 	ring := keyring.NewRing(store, client, cfg.ServerName, s.SigningKey)
 	f := &Federation{
 		API: &federation.API{
-			ServerName: cfg.ServerName, Key: s.SigningKey,
+			ServerName: cfg.ServerName, Key: s.SigningKey, OldKeys: oldKeys,
 			Verifier: ring, Allow: allow, Client: client,
 		},
 		Allow: allow, Client: client, Keys: store, Ring: ring,
