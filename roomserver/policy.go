@@ -43,6 +43,29 @@ type PolicyEvent struct {
 	// Members lists the users joined to or invited into the room before
 	// this event (nil after commit).
 	Members func(ctx context.Context) ([]string, error)
+	// Remote marks a membership in a room whose state this server does
+	// not hold (an invite over federation, a join through another
+	// server): Members is empty because it is unknown, not because the
+	// room is new.
+	Remote bool
+}
+
+// checkRemoteMembership asks the node policy about a membership event in
+// a room that lives on another server: an invite for a local user
+// received over federation, or a local user's join through another
+// server.
+func (s *Service) checkRemoteMembership(ctx context.Context, roomID, sender, target string, content []byte) error {
+	if s.policy == nil {
+		return nil
+	}
+	ev := PolicyEvent{RoomID: roomID, Sender: sender, Type: spec.MRoomMember, StateKey: &target, Content: content, Remote: true,
+		Members: func(context.Context) ([]string, error) { return nil, nil }}
+	if room, err := s.roomInfo(ctx, s.db, roomID); err == nil {
+		if m, err := s.membershipNow(ctx, room.nid, target); err == nil {
+			ev.PrevMembership = m
+		}
+	}
+	return s.policy.CheckEvent(ctx, s.db, ev)
 }
 
 // SetPolicy installs the node policy (nil: plain Matrix).

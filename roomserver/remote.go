@@ -374,6 +374,9 @@ func (s *Service) ReceiveInvite(ctx context.Context, origin, roomID, eventID, ro
 	if s.fed == nil {
 		return nil, s.federationOff()
 	}
+	if err := s.checkRemoteMembership(ctx, roomID, string(pdu.SenderID()), invitee, pdu.Content()); err != nil {
+		return nil, err
+	}
 	// Sign first: the auth rules want an invite signed by the invitee's
 	// server too, so the check of the inviter's signature runs on the
 	// doubly signed event.
@@ -585,6 +588,9 @@ func remoteError(what string, err error) error {
 // joinRemote runs make_join and send_join against server and stores the
 // room's state, auth chain and our join.
 func (s *Service) joinRemote(ctx context.Context, server, roomID, userID, reason string) error {
+	if err := s.checkRemoteMembership(ctx, roomID, userID, userID, []byte(`{"membership":"join"}`)); err != nil {
+		return err
+	}
 	us := spec.ServerName(s.serverName)
 	made, err := s.fed.client.MakeJoin(ctx, us, spec.ServerName(server), roomID, userID)
 	if err != nil {

@@ -177,7 +177,7 @@ func (s *Service) checkEntry(ctx context.Context, db *storage.DB, ev roomserver.
 	}
 	snd, tgt := ps[sender], ps[target]
 	// the creator's join is the first member event of a new room
-	if sender == target && tgt.restricted() && !invited && len(members) > 0 {
+	if sender == target && tgt.restricted() && !invited && (len(members) > 0 || ev.Remote) {
 		return httputil.Forbidden("patients can join only rooms they are invited to")
 	}
 	if sender != target {
@@ -213,6 +213,8 @@ func denial(from, to *party) string {
 		return "patients cannot contact other patients"
 	case from.restricted():
 		return "patients can contact only the practices they are coupled with"
+	case !from.local:
+		return to.id + " is a patient here and can be contacted only by the practices they are coupled with"
 	default:
 		return to.id + " is not a patient of your practice"
 	}
