@@ -244,7 +244,8 @@ func TestJoinByAliasAndDirectory(t *testing.T) {
 			name, target, want string
 		}{
 			{"unknown local alias", "#nothing:hs1.test", "M_NOT_FOUND"},
-			{"remote alias", "#lobby:elsewhere.test", "M_NOT_FOUND"},
+			// not on the federation allowlist
+			{"remote alias of a stranger", "#lobby:elsewhere.test", "M_FORBIDDEN"},
 			{"unknown room", "!unknown:hs1.test", "M_NOT_FOUND"},
 			{"garbage", "lobby", "M_INVALID_PARAM"},
 		} {
