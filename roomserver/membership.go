@@ -112,8 +112,8 @@ func (s *Service) changeMembership(ctx context.Context, req MembershipRequest, c
 }
 
 // ResolveRoom turns a room ID or a local alias into a room ID this server
-// knows. Remote aliases and rooms need federation, which joins cannot use
-// yet: they are 404 with a message that says so.
+// knows, without asking other servers (JoinVia does that): a remote alias
+// or a room this server is not in is 404.
 func (s *Service) ResolveRoom(ctx context.Context, roomIDOrAlias string) (string, error) {
 	switch {
 	case strings.HasPrefix(roomIDOrAlias, "!"):
@@ -134,7 +134,7 @@ func (s *Service) ResolveRoom(ctx context.Context, roomIDOrAlias string) (string
 		}
 		if roomID == "" {
 			if !strings.HasSuffix(roomIDOrAlias, ":"+s.serverName) {
-				return "", httputil.NotFound("room alias " + roomIDOrAlias + " is on another server; joining over federation is not supported yet")
+				return "", httputil.NotFound("room alias " + roomIDOrAlias + " is on another server")
 			}
 			return "", httputil.NotFound("room alias " + roomIDOrAlias + " does not exist")
 		}
