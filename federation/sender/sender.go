@@ -66,6 +66,8 @@ type Sender struct {
 	// (nil: no ACLs).
 	acl func(ctx context.Context, roomID, server string) (bool, error)
 
+	lastDiscover time.Time
+
 	mu     sync.Mutex
 	busy   map[string]bool
 	wakeCh chan struct{}
@@ -120,8 +122,13 @@ func (s *Sender) Run(ctx context.Context) {
 // round discovers destinations, queues EDUs from the stream and starts a
 // worker for every destination that has work and is not backing off.
 func (s *Sender) round(ctx context.Context, wg *sync.WaitGroup) error {
-	if err := s.discover(ctx); err != nil {
-		return err
+	// Discovery scans memberships; once a second is enough, because a new
+	// destination starts from its users' join position, not from now.
+	if s.now().Sub(s.lastDiscover) >= time.Second {
+		if err := s.discover(ctx); err != nil {
+			return err
+		}
+		s.lastDiscover = s.now()
 	}
 	if err := s.tailEDUs(ctx); err != nil {
 		return err

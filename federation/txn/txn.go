@@ -71,6 +71,9 @@ type Processor struct {
 	mu   sync.RWMutex
 	edus map[string]EDUHandler
 
+	// lastPurge is when old transaction records were last deleted.
+	lastPurge time.Time
+
 	// running dedups a retry that arrives while the first attempt is
 	// still being processed in this process.
 	runMu   sync.Mutex
@@ -239,6 +242,7 @@ func (p *Processor) run(ctx context.Context, origin spec.ServerName, txnID strin
 	if err != nil {
 		return nil, err
 	}
+	p.purge(ctx)
 	if _, err := p.db.Exec(ctx, `INSERT INTO federation_inbound_txns (origin, txn_id, received_ts, response) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (origin, txn_id) DO NOTHING`, string(origin), txnID, p.now().UnixMilli(), string(out)); err != nil {
 		return nil, fmt.Errorf("record transaction %s from %s: %w", txnID, origin, err)
@@ -370,4 +374,24 @@ func (r *Remote) MissingEvents(ctx context.Context, ver gomatrixserverlib.RoomVe
 func serverOf(id string) string {
 	_, s, _ := strings.Cut(id, ":")
 	return s
+}
+
+// keepTxns is how long a processed transaction ID is remembered: far
+// longer than any sender retries the same transaction.
+const keepTxns = 7 * 24 * time.Hour
+
+// purge forgets old transaction records, at most once an hour.
+func (p *Processor) purge(ctx context.Context) {
+	p.runMu.Lock()
+	due := p.now().Sub(p.lastPurge) > time.Hour
+	if due {
+		p.lastPurge = p.now()
+	}
+	p.runMu.Unlock()
+	if !due {
+		return
+	}
+	if _, err := p.db.Exec(ctx, `DELETE FROM federation_inbound_txns WHERE received_ts < $1`, p.now().Add(-keepTxns).UnixMilli()); err != nil {
+		slog.WarnContext(ctx, "purge inbound transactions", "err", err)
+	}
 }
