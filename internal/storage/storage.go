@@ -87,7 +87,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	// synchronous=FULL: medical data, and power loss happens. Durability is
 	// bought back in throughput by group commit, not by weaker syncing.
-	params := "_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate&cache=private"
+	// The statement cache spares re-preparing the same few hundred queries
+	// (preparing was a third of the SQL CPU of /sync).
+	params := "_journal_mode=WAL&_synchronous=FULL&_foreign_keys=on&_busy_timeout=10000&_txlock=immediate&cache=private&_stmt_cache_size=256"
 	write, err := sql.Open("sqlite3", "file:"+path+"?"+params)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
@@ -99,7 +101,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		write.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	read, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_foreign_keys=on&_busy_timeout=10000&_query_only=1&cache=private")
+	read, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_foreign_keys=on&_busy_timeout=10000&_query_only=1&cache=private&_stmt_cache_size=256")
 	if err != nil {
 		write.Close()
 		return nil, fmt.Errorf("open sqlite reader %s: %w", path, err)
