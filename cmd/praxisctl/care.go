@@ -339,6 +339,54 @@ func init() {
 		},
 	})
 
+	var absences struct{ del int64 }
+	register(&command{
+		name: "practice absences", args: "ID [--delete ABSENCE_ID]",
+		help: "list a practice's current and coming absences, or delete one",
+		flags: func(fs *flag.FlagSet) {
+			fs.Int64Var(&absences.del, "delete", 0, "delete this absence")
+		},
+		run: func(c *cli, fs *flag.FlagSet, args []string) error {
+			if err := wantArgs(args, 1, "a practice ID"); err != nil {
+				return err
+			}
+			a, err := c.client(true)
+			if err != nil {
+				return err
+			}
+			ctx := context.Background()
+			if absences.del != 0 {
+				if _, err := a.do(ctx, http.MethodDelete, practicePath(args[0], "absences", fmt.Sprint(absences.del)), nil, nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "deleted absence %d\n", absences.del)
+				return nil
+			}
+			var resp struct {
+				Absences []struct {
+					ID      int64  `json:"absence_id"`
+					StartTS int64  `json:"start_ts"`
+					EndTS   int64  `json:"end_ts"`
+					Note    string `json:"note"`
+				} `json:"absences"`
+			}
+			raw, err := a.do(ctx, http.MethodGet, practicePath(args[0], "absences"), nil, nil, &resp)
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(raw)
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tFROM\tUNTIL\tNOTE")
+			for _, ab := range resp.Absences {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", ab.ID, fmtTime(ab.StartTS), fmtTime(ab.EndTS), orDash(ab.Note))
+			}
+			tw.Flush()
+			return nil
+		},
+	})
+
 	var sf struct{ practice, role string }
 	practiceFlag := func(fs *flag.FlagSet) {
 		fs.StringVar(&sf.practice, "practice", "", "the practice ID")

@@ -38,7 +38,16 @@ func TestCareCommands(t *testing.T) {
 	if code, _, errOut := ctlA("practice", "create", "Bad ID", "--name", "x"); code != 1 || !strings.Contains(errOut, "M_INVALID_PARAM") {
 		t.Errorf("bad practice ID: exit %d, %q", code, errOut)
 	}
-	mustA("practice", "absence", "mueller", "--from", "2026-07-01", "--until", "2026-07-15", "--note", "Urlaub")
+	mustA("practice", "absence", "mueller", "--from", "2099-07-01", "--until", "2099-07-15", "--note", "Urlaub")
+	out = mustA("practice", "absences", "mueller")
+	row := regexp.MustCompile(`(?m)^(\d+)\s+2099-07-01.*Urlaub$`).FindStringSubmatch(out)
+	if row == nil {
+		t.Fatalf("practice absences:\n%s", out)
+	}
+	mustA("practice", "absences", "mueller", "--delete", row[1])
+	if out = mustA("practice", "absences", "mueller"); strings.Contains(out, "Urlaub") {
+		t.Errorf("after --delete:\n%s", out)
+	}
 
 	// staff
 	mustA("user", "create", "drx", "--password", "pw-drx")
@@ -115,12 +124,12 @@ func TestCareCommands(t *testing.T) {
 	// the audit log has every step, scoped to the practice
 	out = mustA("audit", "list", "--practice", "mueller")
 	var actions []string
-	for _, a := range []string{"practice.create", "practice.update", "practice.absence.add", "staff.add", "staff.set", "coupling.code.create", "coupling.redeem", "coupling.code.revoke"} {
+	for _, a := range []string{"practice.create", "practice.update", "practice.absence.add", "practice.absence.delete", "staff.add", "staff.set", "coupling.code.create", "coupling.redeem", "coupling.code.revoke"} {
 		if strings.Contains(out, a) {
 			actions = append(actions, a)
 		}
 	}
-	if want := []string{"practice.create", "practice.update", "practice.absence.add", "staff.add", "staff.set", "coupling.code.create", "coupling.redeem", "coupling.code.revoke"}; !reflect.DeepEqual(actions, want) {
+	if want := []string{"practice.create", "practice.update", "practice.absence.add", "practice.absence.delete", "staff.add", "staff.set", "coupling.code.create", "coupling.redeem", "coupling.code.revoke"}; !reflect.DeepEqual(actions, want) {
 		t.Errorf("audit list --practice mueller has %v, want %v:\n%s", actions, want, out)
 	}
 	if strings.Contains(out, code[1]) {
