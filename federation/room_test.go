@@ -1,0 +1,138 @@
+package federation_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+
+	"praxis/internal/hstest"
+)
+
+// fedDo sends a federation request from origin (signed with its real
+// key) to dest and returns the status and body.
+func fedDo(t *testing.T, n *hstest.Network, origin, dest, method, path string, body any) (int, []byte) {
+	t.Helper()
+	req := fclient.NewFederationRequest(method, spec.ServerName(origin), spec.ServerName(dest), path)
+	if body != nil {
+		if err := req.SetContent(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := n.Server(origin).SigningKey
+	if err := req.Sign(spec.ServerName(origin), gomatrixserverlib.KeyID(key.KeyID), key.PrivateKey); err != nil {
+		t.Fatal(err)
+	}
+	hreq, err := req.HTTPRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := n.RoundTrip(hreq.WithContext(context.Background()))
+	if err != nil {
+		t.Fatalf("round trip: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// TestFederationRoomEndpointsRefuse covers the refusals of the
+// membership, room-read and key endpoints: each is answered with the
+// spec's error and changes nothing.
+func TestFederationRoomEndpointsRefuse(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test", "hs3.test")
+	hs1 := n.Server("hs1.test")
+	alice := hs1.Register(t, "alice")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID.String()
+	send, err := alice.SendText(ctx, created.RoomID, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := send.EventID.String()
+	const v1 = "/_matrix/federation/v1"
+
+	// a join event signed by hs2 for a user of hs3: a forged membership
+	_, tmpl := fedDo(t, n, "hs2.test", "hs1.test", "GET", v1+"/make_join/"+room+"/@bob:hs2.test?ver=10", nil)
+	var made struct {
+		Event gomatrixserverlib.ProtoEvent `json:"event"`
+	}
+	if err := json.Unmarshal(tmpl, &made); err != nil {
+		t.Fatalf("make_join answer %s: %v", tmpl, err)
+	}
+	made.Event.SenderID, made.Event.StateKey = "@mallory:hs3.test", ptr("@mallory:hs3.test")
+	v10 := gomatrixserverlib.MustGetRoomVersion("10")
+	hs2key := n.Server("hs2.test").SigningKey
+	forged, err := v10.NewEventBuilderFromProtoEvent(&made.Event).Build(
+		time.Now(), "hs2.test", gomatrixserverlib.KeyID(hs2key.KeyID), hs2key.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, origin, method, path string
+		body                       any
+		status                     int
+		errcode                    string
+	}{
+		{"make_join for another server's user", "hs2.test", "GET", v1 + "/make_join/" + room + "/@bob:hs3.test?ver=10", nil, 403, "M_FORBIDDEN"},
+		{"make_join without the room's version", "hs2.test", "GET", v1 + "/make_join/" + room + "/@bob:hs2.test?ver=1&ver=2", nil, 400, "M_INCOMPATIBLE_ROOM_VERSION"},
+		{"make_join for an unknown room", "hs2.test", "GET", v1 + "/make_join/!nope:hs1.test/@bob:hs2.test?ver=10", nil, 404, "M_NOT_FOUND"},
+		{"send_join of another server's user", "hs2.test", "PUT", "/_matrix/federation/v2/send_join/" + room + "/" + forged.EventID(), json.RawMessage(forged.JSON()), 403, "M_FORBIDDEN"},
+		{"event for a server not in the room", "hs2.test", "GET", v1 + "/event/" + ev, nil, 403, "M_FORBIDDEN"},
+		{"state_ids for a server not in the room", "hs2.test", "GET", v1 + "/state_ids/" + room + "?event_id=" + ev, nil, 403, "M_FORBIDDEN"},
+		{"state_ids without event_id", "hs2.test", "GET", v1 + "/state_ids/" + room, nil, 400, "M_MISSING_PARAM"},
+		{"backfill for a server not in the room", "hs2.test", "GET", v1 + "/backfill/" + room + "?v=" + ev + "&limit=10", nil, 403, "M_FORBIDDEN"},
+		{"user devices of another server's user", "hs2.test", "GET", v1 + "/user/devices/@bob:hs2.test", nil, 400, "M_INVALID_PARAM"},
+		{"profile of another server's user", "hs2.test", "GET", v1 + "/query/profile?user_id=@bob:hs2.test", nil, 400, "M_INVALID_PARAM"},
+		{"profile of an unknown user", "hs2.test", "GET", v1 + "/query/profile?user_id=@nobody:hs1.test", nil, 404, "M_NOT_FOUND"},
+		{"unknown alias", "hs2.test", "GET", v1 + "/query/directory?room_alias=%23nope:hs1.test", nil, 404, "M_NOT_FOUND"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := fedDo(t, n, tc.origin, "hs1.test", tc.method, tc.path, tc.body)
+			if status != tc.status || gjson.GetBytes(body, "errcode").String() != tc.errcode {
+				t.Fatalf("got %d %s, want %d %s", status, body, tc.status, tc.errcode)
+			}
+		})
+	}
+	if m := membershipOf(ctx, alice, created.RoomID, "@mallory:hs3.test"); m != "" {
+		t.Fatalf("the forged join left a membership %q", m)
+	}
+
+	// Reads answered for a server in the room, and keys only for local users.
+	bob := n.Server("hs2.test").Register(t, "bob")
+	if _, err := bob.JoinRoom(ctx, room, &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatalf("join public room: %v", err)
+	}
+	if status, body := fedDo(t, n, "hs2.test", "hs1.test", "GET", v1+"/event/"+ev, nil); status != 200 || !bytes.Contains(body, []byte(`"hello"`)) {
+		t.Fatalf("event for a server in the room: %d %s", status, body)
+	}
+	status, body := fedDo(t, n, "hs2.test", "hs1.test", "GET", v1+"/state_ids/"+room+"?event_id="+ev, nil)
+	if status != 200 || len(gjson.GetBytes(body, "pdu_ids").Array()) == 0 || len(gjson.GetBytes(body, "auth_chain_ids").Array()) == 0 {
+		t.Fatalf("state_ids: %d %s", status, body)
+	}
+	status, body = fedDo(t, n, "hs2.test", "hs1.test", "POST", v1+"/user/keys/query", map[string]any{
+		"device_keys": map[string][]string{"@alice:hs1.test": {}, "@bob:hs2.test": {}},
+	})
+	if status != 200 || gjson.GetBytes(body, `device_keys.@bob:hs2\.test`).Exists() {
+		t.Fatalf("keys query answered for another server's user: %d %s", status, body)
+	}
+	status, body = fedDo(t, n, "hs2.test", "hs1.test", "GET", v1+"/query/profile?user_id=@alice:hs1.test", nil)
+	if status != 200 {
+		t.Fatalf("profile: %d %s", status, body)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
