@@ -24,7 +24,9 @@ func (f *fakeKeys) LocalUserDevices(context.Context, string) (*keyserver.UserDev
 	return &keyserver.UserDevices{}, nil
 }
 
-type fakeInbox struct{ got map[string]map[string]json.RawMessage }
+type fakeInbox struct {
+	got map[string]map[string]json.RawMessage
+}
 
 func (f *fakeInbox) Send(_ context.Context, _, _, _, _ string, msgs map[string]map[string]json.RawMessage) error {
 	f.got = msgs
