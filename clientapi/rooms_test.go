@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
@@ -744,4 +745,47 @@ func TestProfileChangeReachesRooms(t *testing.T) {
 			t.Errorf("join carries displayname %q, want Bob B.", got)
 		}
 	})
+}
+
+func TestCreateRoomInvitesRemoteUsers(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
+	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
+
+	before := streamHead(t, hs1)
+	if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{"@eve:stranger.test"}}); hstest.ErrCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("invite on a non-partner server: %v, want M_FORBIDDEN", err)
+	}
+	if after := streamHead(t, hs1); after != before {
+		t.Errorf("a refused createRoom wrote events (stream %d → %d)", before, after)
+	}
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatalf("createRoom with a remote invitee: %v", err)
+	}
+	room := created.RoomID
+	if got := membership(t, hs1, room, bob.UserID); got != "invite" {
+		t.Fatalf("bob is %q on hs1, want invite", got)
+	}
+	if !currentState(t, hs1, room, "m.room.member", string(bob.UserID)).Get("is_direct").Bool() {
+		t.Errorf("remote invite lacks is_direct")
+	}
+	var invited bool
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && !invited; time.Sleep(50 * time.Millisecond) {
+		resp, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err == nil {
+			_, invited = resp.Rooms.Invite[room]
+		}
+	}
+	if !invited {
+		t.Fatalf("bob's server never showed the invite")
+	}
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("bob joins over federation: %v", err)
+	}
+	if got := membership(t, hs1, room, bob.UserID); got != "join" {
+		t.Errorf("bob is %q on hs1 after joining, want join", got)
+	}
 }

@@ -129,10 +129,11 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRoomRequest) (*Creat
 		}
 		initial[k] = mustJSON(c)
 	}
-	invitees, inviteeProfiles, err := s.checkInvitees(ctx, req.Creator, req.Invite)
+	invitees, inviteeProfiles, remoteInvitees, err := s.checkInvitees(ctx, req.Creator, req.Invite)
 	if err != nil {
 		return nil, err
 	}
+	allInvitees := append(append([]string{}, invitees...), remoteInvitees...)
 	creatorName, creatorAvatar, err := s.profile(ctx, req.Creator)
 	if err != nil {
 		return nil, fmt.Errorf("profile of %s: %w", req.Creator, err)
@@ -147,8 +148,8 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRoomRequest) (*Creat
 	} else {
 		delete(creationContent, "creator")
 	}
-	if v12 && trusted && len(invitees) > 0 {
-		creationContent["additional_creators"] = invitees
+	if v12 && trusted && len(allInvitees) > 0 {
+		creationContent["additional_creators"] = allInvitees
 	}
 
 	// m.room.power_levels
@@ -177,7 +178,7 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRoomRequest) (*Creat
 		// v12 creators outrank everyone by rule and must not be listed.
 		users[req.Creator] = 100
 		if trusted {
-			for _, u := range invitees {
+			for _, u := range allInvitees {
 				users[u] = 100
 			}
 		}
@@ -302,36 +303,51 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRoomRequest) (*Creat
 	}
 	s.rooms.Store(room.id, room)
 	slog.InfoContext(ctx, "room created", "room_id", room.id, "version", version, "preset", preset)
+	// Remote invitees' servers co-sign their invites, which needs the room
+	// to exist. As other servers do, a failed remote invite does not undo
+	// the room: it is logged and the creator can invite again.
+	for _, u := range remoteInvitees {
+		if _, err := s.inviteRemote(ctx, MembershipRequest{RoomID: room.id, Sender: req.Creator, Target: u, IsDirect: req.IsDirect}); err != nil {
+			slog.WarnContext(ctx, "remote invite of createRoom failed", "room_id", room.id, "user_id", u, "err", err)
+		}
+	}
 	return &CreateRoomResult{RoomID: room.id, Alias: alias}, nil
 }
 
-// checkInvitees validates createRoom's invite list and fetches profiles.
-func (s *Service) checkInvitees(ctx context.Context, creator string, ids []string) ([]string, [][2]string, error) {
-	var out []string
-	var profiles [][2]string
+// checkInvitees validates createRoom's invite list: local invitees must
+// exist (their profiles come back for the invite content), remote ones
+// must be on a federation partner.
+func (s *Service) checkInvitees(ctx context.Context, creator string, ids []string) (local []string, profiles [][2]string, remote []string, err error) {
 	seen := map[string]bool{}
 	for _, u := range ids {
 		if _, err := spec.NewUserID(u, true); err != nil {
-			return nil, nil, httputil.InvalidParam("invalid user ID in invite: " + u)
+			return nil, nil, nil, httputil.InvalidParam("invalid user ID in invite: " + u)
 		}
 		if u == creator || seen[u] {
 			continue
 		}
 		seen[u] = true
 		if !s.isLocal(u) {
-			return nil, nil, httputil.Forbidden("inviting users of other servers is not supported yet: " + u)
+			if s.fed == nil {
+				return nil, nil, nil, s.federationOff()
+			}
+			if srv := serverOfID(u); !s.fed.allowed(srv) {
+				return nil, nil, nil, httputil.Forbidden(srv + " is not a federation partner of this server")
+			}
+			remote = append(remote, u)
+			continue
 		}
 		dn, av, err := s.profile(ctx, u)
 		if err == ErrUnknownUser {
-			return nil, nil, httputil.NotFound("unknown user " + u)
+			return nil, nil, nil, httputil.NotFound("unknown user " + u)
 		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("profile of %s: %w", u, err)
+			return nil, nil, nil, fmt.Errorf("profile of %s: %w", u, err)
 		}
-		out = append(out, u)
+		local = append(local, u)
 		profiles = append(profiles, [2]string{dn, av})
 	}
-	return out, profiles, nil
+	return local, profiles, remote, nil
 }
 
 // isLocal reports whether a user ID belongs to this server.
