@@ -8,6 +8,9 @@
 //	praxisctl room list|show|members
 //	praxisctl token create|list|show|delete
 //	praxisctl audit list|verify
+//	praxisctl media list|quarantine|unquarantine|delete|purge
+//	praxisctl turn test
+//	praxisctl practice|staff|couple … (the care domain, see docs/care.md)
 //	praxisctl login USER
 //
 // Offline commands work on files and the database directly:
