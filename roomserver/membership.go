@@ -384,7 +384,8 @@ func (s *Service) LeaveAllRooms(ctx context.Context, userID string) error {
 	}
 	var errs []error
 	for _, roomID := range rooms {
-		if err := s.Leave(ctx, userID, roomID, ""); err != nil {
+		// LeaveAny: an invite from another server is declined there.
+		if err := s.LeaveAny(ctx, userID, roomID, ""); err != nil {
 			errs = append(errs, fmt.Errorf("leave %s: %w", roomID, err))
 		}
 	}
