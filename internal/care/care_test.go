@@ -319,3 +319,39 @@ func TestOffDutyClaimAndRemoval(t *testing.T) {
 		}
 	}, enforce)
 }
+
+// TestConcurrentRedeemOfOneTimeCode: two patients racing for one
+// single-use code: exactly one gets a room.
+func TestConcurrentRedeemOfOneTimeCode(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		n := newPractice(t, srv, "race", map[string]string{"doc": care.RoleDoctor})
+		code := n.code(t, care.CodePatient)
+		patients := []*mautrix.Client{srv.Register(t, "p1"), srv.Register(t, "p2"), srv.Register(t, "p3")}
+		errs := make([]error, len(patients))
+		var wg sync.WaitGroup
+		for i, p := range patients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = p.JoinRoom(context.Background(), "#couple-"+code+":hs1.test", nil)
+			}()
+		}
+		wg.Wait()
+		won := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				won++
+			case hstest.ErrCode(err) != "M_FORBIDDEN":
+				t.Errorf("patient %d: %v, want success or M_FORBIDDEN", i+1, err)
+			}
+		}
+		if won != 1 {
+			t.Errorf("%d patients coupled with one single-use code, want 1", won)
+		}
+		cs, err := srv.Care.Couplings(context.Background(), "race", "")
+		if err != nil || len(cs) != 1 {
+			t.Errorf("couplings = %+v (%v), want 1", cs, err)
+		}
+	}, enforce)
+}
