@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"praxis/internal/httputil"
 	"praxis/internal/users"
@@ -252,16 +253,39 @@ func ValidateFilter(body []byte) error {
 		return httputil.InvalidParam("event_format must be client or federation")
 	}
 	limits := []*eventFilter{f.AccountData, f.Presence}
+	var roomLists [][]string
 	if f.Room != nil {
+		roomLists = append(roomLists, f.Room.Rooms, f.Room.NotRooms)
 		for _, ref := range []*roomEventFilter{f.Room.AccountData, f.Room.Ephemeral, f.Room.State, f.Room.Timeline} {
 			if ref != nil {
 				limits = append(limits, &ref.eventFilter)
+				roomLists = append(roomLists, ref.Rooms, ref.NotRooms)
 			}
 		}
 	}
 	for _, ef := range limits {
-		if ef != nil && ef.Limit != nil && *ef.Limit < 0 {
+		if ef == nil {
+			continue
+		}
+		if ef.Limit != nil && *ef.Limit < 0 {
 			return httputil.InvalidParam("limit must not be negative")
+		}
+		// A sender that is no user ID can never match: a client sending one
+		// has a bug it should hear about, not a filter that silently
+		// matches nothing.
+		for _, list := range [][]string{ef.Senders, ef.NotSenders} {
+			for _, u := range list {
+				if validUserID(u) != nil {
+					return httputil.InvalidParam("senders and not_senders must hold user IDs, got " + strconv.Quote(u))
+				}
+			}
+		}
+	}
+	for _, list := range roomLists {
+		for _, id := range list {
+			if !validRoomID(id) {
+				return httputil.InvalidParam("rooms and not_rooms must hold room IDs, got " + strconv.Quote(id))
+			}
 		}
 	}
 	return nil

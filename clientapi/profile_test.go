@@ -255,6 +255,12 @@ func TestFilters(t *testing.T) {
 			{"wrong shape", "POST", "/user/@alice:hs1.test/filter", a, `{"room": {"timeline": {"limit": "ten"}}}`, 400, "M_BAD_JSON"},
 			{"bad event_format", "POST", "/user/@alice:hs1.test/filter", a, `{"event_format": "xml"}`, 400, "M_INVALID_PARAM"},
 			{"negative limit", "POST", "/user/@alice:hs1.test/filter", a, `{"presence": {"limit": -1}}`, 400, "M_INVALID_PARAM"},
+			// Complement TestFilter: IDs in rooms/senders lists must be IDs.
+			{"timeline room not a room ID", "POST", "/user/@alice:hs1.test/filter", a, `{"room": {"timeline": {"rooms": ["not_a_room_id"]}}}`, 400, "M_INVALID_PARAM"},
+			{"top-level not_rooms not a room ID", "POST", "/user/@alice:hs1.test/filter", a, `{"room": {"not_rooms": ["x"]}}`, 400, "M_INVALID_PARAM"},
+			{"timeline sender not a user ID", "POST", "/user/@alice:hs1.test/filter", a, `{"room": {"timeline": {"senders": ["not_a_sender_id"]}}}`, 400, "M_INVALID_PARAM"},
+			{"presence not_senders not a user ID", "POST", "/user/@alice:hs1.test/filter", a, `{"presence": {"not_senders": ["@nocolon"]}}`, 400, "M_INVALID_PARAM"},
+			{"valid rooms and senders", "POST", "/user/@alice:hs1.test/filter", a, `{"room": {"rooms": ["!a:hs1.test", "!v12roomhash"], "timeline": {"senders": ["@bob:hs1.test"], "not_rooms": ["!b:hs1.test"]}}}`, 200, ""},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				want(t, tc.name, call(t, srv, tc.method, v3+tc.path, tc.token, tc.body), tc.status, tc.errcode)
