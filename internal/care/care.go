@@ -60,6 +60,7 @@ type Rooms interface {
 	Send(ctx context.Context, req roomserver.SendRequest) (string, error)
 	JoinedRooms(ctx context.Context, userID string) ([]string, error)
 	Membership(ctx context.Context, roomID, userID string) (string, error)
+	PropagateProfile(ctx context.Context, userID, displayName, avatarURL string) error
 }
 
 // AuditRecord is one administrative action for the audit log.

@@ -209,6 +209,18 @@ func TestPracticeCodeCouplingsAreSeparateAndUnverified(t *testing.T) {
 		if err != nil || len(entries) != 1 || entries[0].Actor != "@doc:hs1.test" || entries[0].Practice != "gp" {
 			t.Errorf("audit of verify = %+v (%v)", entries, err)
 		}
+		// a renamed practice shows its new name in the patients' rooms
+		newName := "Gemeinschaftspraxis"
+		if _, err := srv.Care.UpdatePractice(ctx, root, "gp", care.PracticeUpdate{Name: &newName}); err != nil {
+			t.Fatal(err)
+		}
+		var member struct {
+			DisplayName string `json:"displayname"`
+		}
+		if err := anna.StateEvent(ctx, r1, event.StateMember, n.practice.ServiceUser, &member); err != nil || member.DisplayName != newName {
+			t.Errorf("service account's member event = %+v (%v), want %q", member, err, newName)
+		}
+
 		// scanning again leads back to the same room; a one-time code from
 		// the desk verifies the existing coupling
 		if again := couple(t, bernd, code); again != r2 {

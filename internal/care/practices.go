@@ -209,6 +209,16 @@ func (s *Service) UpdatePractice(ctx context.Context, actor, id string, u Practi
 			return nil, err
 		}
 	}
+	if (u.Name != nil && *u.Name != p.Name) || (u.LogoURL != nil && *u.LogoURL != p.LogoURL) {
+		// patients see the practice by its service account's member event
+		prof, err := s.users.Profile(ctx, p.ServiceUser)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.rooms.PropagateProfile(ctx, p.ServiceUser, prof.DisplayName, prof.AvatarURL); err != nil {
+			slog.WarnContext(ctx, "propagate practice profile", "practice", id, "err", err)
+		}
+	}
 	return s.Practice(ctx, id)
 }
 
