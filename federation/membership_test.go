@@ -150,3 +150,54 @@ func TestRemoteJoinRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A server joining a room late gets the earlier history through
+// /backfill, in order and before its join.
+func TestJoinBackfillsHistory(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	for _, body := range []string{"one", "two", "three"} {
+		if _, err := alice.SendText(ctx, room, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	var got []string
+	from := ""
+	for page := 0; page < 10; page++ {
+		resp, err := bob.Messages(ctx, room, from, "", mautrix.DirectionBackward, nil, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range resp.Chunk {
+			if ev.Type == event.EventMessage {
+				got = append(got, ev.Content.Raw["body"].(string))
+			}
+		}
+		if resp.End == "" {
+			break
+		}
+		from = resp.End
+	}
+	if want := []string{"three", "two", "one"}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("bob's history (newest first) = %v, want %v", got, want)
+	}
+	// the history is not news: bob's /sync timeline does not replay it
+	resp, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range resp.Rooms.Join[room].Timeline.Events {
+		if ev.Type == event.EventMessage {
+			t.Fatalf("backfilled message %v in the initial sync timeline", ev.Content.Raw["body"])
+		}
+	}
+}

@@ -24,7 +24,8 @@ const (
 	eventFrom = ` FROM events e JOIN rooms r ON r.room_nid = e.room_nid`
 	// inTimeline excludes events a client must never see in a timeline:
 	// outliers, rejected and soft-failed events.
-	inTimeline = ` AND e.stream_pos > 0 AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed`
+	// stream_pos < 0: history backfilled over federation (remote_backfill.go)
+	inTimeline = ` AND e.stream_pos <> 0 AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed`
 )
 
 // eventRow is a StoredEvent with the columns only the read path needs.
@@ -400,13 +401,14 @@ type memberRow struct {
 	roomNID    int64
 	membership string
 	eventNID   int64
+	forgotten  bool
 }
 
 func (s *Service) memberOf(ctx context.Context, roomID, userID string) (memberRow, error) {
 	var m memberRow
-	err := s.db.QueryRow(ctx, `SELECT m.room_nid, m.membership, m.event_nid FROM room_members m
+	err := s.db.QueryRow(ctx, `SELECT m.room_nid, m.membership, m.event_nid, m.forgotten FROM room_members m
 		JOIN rooms r ON r.room_nid = m.room_nid WHERE r.room_id = $1 AND m.user_id = $2`, roomID, userID).
-		Scan(&m.roomNID, &m.membership, &m.eventNID)
+		Scan(&m.roomNID, &m.membership, &m.eventNID, &m.forgotten)
 	if errors.Is(err, sql.ErrNoRows) {
 		return memberRow{}, nil
 	}

@@ -982,6 +982,7 @@ func TestParseToken(t *testing.T) {
 	}{
 		{"t5_17", Token{Topological: true, Depth: 5, Stream: 17}, true},
 		{"t0_-1", Token{Topological: true, Depth: 0, Stream: -1}, true},
+		{"t5_-17", Token{Topological: true, Depth: 5, Stream: -17}, true},
 		{"s42", Token{Stream: 42}, true},
 		{"s42_7_9", Token{Stream: 42}, true},
 		{"t5", Token{}, false},
@@ -1087,7 +1088,7 @@ func FuzzParseToken(f *testing.F) {
 			}
 			return
 		}
-		if tok.Stream < -1 || tok.Depth < 0 {
+		if tok.Depth < 0 { // negative streams are backfilled history
 			t.Fatalf("ParseToken(%q) = %+v: negative position accepted", s, tok)
 		}
 		if tok.Topological {

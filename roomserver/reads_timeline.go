@@ -58,7 +58,8 @@ func ParseToken(tok string) (Token, error) {
 		}
 		depth, err1 := strconv.ParseInt(d, 10, 64)
 		stream, err2 := strconv.ParseInt(s, 10, 64)
-		if err1 != nil || err2 != nil || depth < 0 || stream < -1 {
+		// stream may be negative: backfilled history (remote_backfill.go)
+		if err1 != nil || err2 != nil || depth < 0 {
 			return Token{}, bad
 		}
 		return Token{Topological: true, Depth: depth, Stream: stream}, nil

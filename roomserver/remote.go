@@ -646,6 +646,7 @@ func (s *Service) joinRemote(ctx context.Context, server, roomID, userID, reason
 		return err
 	}
 	slog.InfoContext(ctx, "joined remote room", "room_id", roomID, "user_id", userID, "via", server, "state_events", len(state))
+	s.backfillJoined(ctx, server, roomID, join)
 	return nil
 }
 
