@@ -119,13 +119,32 @@ type chunkResponse struct {
 	Chunk []json.RawMessage `json:"chunk"`
 }
 
+// joinedMember always carries both keys, null when the member event sets
+// none: clients (and Complement) read them without checking for presence,
+// as every other homeserver sends them.
+type joinedMember struct {
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
 // joinedMembers serves GET /_matrix/client/v3/rooms/{roomId}/joined_members.
-func (a *API) joinedMembers(r *http.Request, dev *users.Device) (map[string]map[string]roomserver.MemberProfile, error) {
+func (a *API) joinedMembers(r *http.Request, dev *users.Device) (map[string]map[string]joinedMember, error) {
 	m, err := a.Rooms.JoinedMembers(r.Context(), dev.UserID, r.PathValue("roomId"))
 	if err != nil {
 		return nil, err
 	}
-	return map[string]map[string]roomserver.MemberProfile{"joined": m}, nil
+	out := make(map[string]joinedMember, len(m))
+	for u, p := range m {
+		out[u] = joinedMember{DisplayName: nonEmpty(p.DisplayName), AvatarURL: nonEmpty(p.AvatarURL)}
+	}
+	return map[string]map[string]joinedMember{"joined": out}, nil
 }
 
 // joinedRooms serves GET /_matrix/client/v3/joined_rooms.

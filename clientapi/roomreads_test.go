@@ -136,6 +136,22 @@ func TestRoomReadsThroughClient(t *testing.T) {
 			if err != nil || len(joined.Joined) != 2 {
 				t.Errorf("joined_members: %v, %v", joined, err)
 			}
+			// Complement TestRoomState: both profile keys are always there,
+			// null when the member event sets none.
+			var raw struct {
+				Joined map[string]map[string]any `json:"joined"`
+			}
+			if _, err := alice.MakeRequest(ctx, http.MethodGet, alice.BuildClientURL("v3", "rooms", room, "joined_members"), nil, &raw); err != nil {
+				t.Fatal(err)
+			}
+			for user, profile := range raw.Joined {
+				for _, key := range []string{"display_name", "avatar_url"} {
+					v, ok := profile[key]
+					if _, isString := v.(string); !ok || (v != nil && !isString) {
+						t.Errorf("joined_members %s: %s = %v (present %v), want a string or null", user, key, v, ok)
+					}
+				}
+			}
 			rooms, err := bob.JoinedRooms(ctx)
 			if err != nil || !slices.Equal(rooms.JoinedRooms, []id.RoomID{room}) {
 				t.Errorf("joined_rooms: %v, %v", rooms, err)
@@ -218,6 +234,23 @@ func TestRoomReadsThroughClient(t *testing.T) {
 			}
 			if _, err := bob.JoinedMembers(ctx, room); hstest.ErrCode(err) != "M_FORBIDDEN" {
 				t.Errorf("joined_members after leaving: %v, want M_FORBIDDEN", err)
+			}
+		})
+
+		t.Run("a user who forgot the room reads nothing of it", func(t *testing.T) {
+			// Complement TestRoomForget: forgetting gives up the history.
+			if _, err := bob.ForgetRoom(ctx, room); err != nil {
+				t.Fatal(err)
+			}
+			for _, path := range [][]any{
+				{"v3", "rooms", room, "messages"},
+				{"v3", "rooms", room, "state"},
+				{"v3", "rooms", room, "members"},
+				{"v3", "rooms", room, "state", "m.room.name", ""},
+			} {
+				if got := get(t, bob, path...); got != "M_FORBIDDEN" {
+					t.Errorf("GET %v after forget: %q, want M_FORBIDDEN", path[2:], got)
+				}
 			}
 		})
 

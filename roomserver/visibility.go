@@ -322,8 +322,10 @@ func errNotMember() error {
 }
 
 // access decides whether userID may read roomID. Joined users read the
-// present; users who left or were banned read up to their departure; anyone
-// reads a room whose current history visibility is world_readable.
+// present; users who left or were banned read up to their departure unless
+// they forgot the room (the spec: forgetting gives up access to its
+// history); anyone reads a room whose current history visibility is
+// world_readable.
 func (s *Service) access(ctx context.Context, roomID, userID string) (*roomAccess, error) {
 	if err := validRoomID(roomID); err != nil {
 		return nil, err
@@ -344,6 +346,9 @@ func (s *Service) access(ctx context.Context, roomID, userID string) (*roomAcces
 	case spec.Join:
 		return a, nil
 	case spec.Leave, spec.Ban:
+		if m.forgotten {
+			break
+		}
 		rows, err := s.eventRowsByNID(ctx, []int64{m.eventNID})
 		if err != nil {
 			return nil, err
