@@ -130,9 +130,10 @@ func (e *e2eeClient) waitDecrypt(t *testing.T, evt id.EventID, want string) {
 // both send and decrypt; hs2's new device gets keys over federation
 // (device-list EDU, remote /keys/query and /keys/claim, to-device EDUs);
 // a colleague who joins later sees the earlier history.
-func TestFederatedE2EE(t *testing.T) {
+func TestFederatedE2EE(t *testing.T) { eachNetwork(t, testFederatedE2EE) }
+
+func testFederatedE2EE(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	gp := newE2EEClient(t, hs1.Register(t, "gp"))
 	cardio := newE2EEClient(t, hs2.Register(t, "cardio"))

@@ -9,8 +9,21 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"praxis/internal/config"
 	"praxis/internal/hstest"
+	"praxis/internal/storage/storagetest"
 )
+
+// eachNetwork runs fn on a two-server network (hs1.test, hs2.test) per
+// engine: SQLite, and PostgreSQL when PRAXIS_TEST_POSTGRES is set (each
+// server with its own fresh database).
+func eachNetwork(t *testing.T, fn func(t *testing.T, n *hstest.Network)) {
+	for name, dsn := range storagetest.Engines(t) {
+		t.Run(name, func(t *testing.T) {
+			fn(t, hstest.NewNetworkWith(t, []string{"hs1.test", "hs2.test"}, hstest.WithConfig(func(c *config.Config) { c.Database = dsn(t) })))
+		})
+	}
+}
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -48,9 +61,10 @@ func membershipOf(ctx context.Context, c *mautrix.Client, room id.RoomID, user i
 	return string(m.Membership)
 }
 
-func TestRemoteInviteJoinTalkLeave(t *testing.T) {
+func TestRemoteInviteJoinTalkLeave(t *testing.T) { eachNetwork(t, testRemoteInviteJoinTalkLeave) }
+
+func testRemoteInviteJoinTalkLeave(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
 
@@ -153,9 +167,10 @@ func TestRemoteJoinRefusals(t *testing.T) {
 
 // A server joining a room late gets the earlier history through
 // /backfill, in order and before its join.
-func TestJoinBackfillsHistory(t *testing.T) {
+func TestJoinBackfillsHistory(t *testing.T) { eachNetwork(t, testJoinBackfillsHistory) }
+
+func testJoinBackfillsHistory(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
