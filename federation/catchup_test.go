@@ -15,8 +15,11 @@ import (
 // everything in order; meanwhile both sides also write concurrently, so
 // the rooms fork and merge.
 func TestPartnerOfflineCatchesUpInOrder(t *testing.T) {
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testPartnerOfflineCatchesUpInOrder)
+}
+
+func testPartnerOfflineCatchesUpInOrder(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})

@@ -52,7 +52,10 @@ func delivered(t *testing.T, hs1, hs2 *hstest.Server, eventID string) bool {
 // A partner that is offline gets everything once it is back, and a
 // destination's position survives in the database.
 func TestSenderQueuesWhileDownAndCatchesUp(t *testing.T) {
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testSenderQueuesWhileDownAndCatchesUp)
+}
+
+func testSenderQueuesWhileDownAndCatchesUp(t *testing.T, n *hstest.Network) {
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	ctx := context.Background()
 	alice := hs2.Register(t, "alice")
@@ -95,7 +98,10 @@ func TestSenderQueuesWhileDownAndCatchesUp(t *testing.T) {
 // A server that is not on the allowlist gets nothing, even with a member
 // in the room.
 func TestSenderSkipsServersNotAllowed(t *testing.T) {
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testSenderSkipsServersNotAllowed)
+}
+
+func testSenderSkipsServersNotAllowed(t *testing.T, n *hstest.Network) {
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	ctx := context.Background()
 	alice := hs2.Register(t, "alice")

@@ -129,8 +129,7 @@ func stored(t *testing.T, srv *hstest.Server, eventID string) (found, rejected, 
 	return true, rejected, softFailed, js
 }
 
-func setup(t *testing.T) (*hstest.Network, *hstest.Server, *hstest.Server, *mautrix.Client, *remoteRoom) {
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+func setup(t *testing.T, n *hstest.Network) (*hstest.Network, *hstest.Server, *hstest.Server, *mautrix.Client, *remoteRoom) {
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	alice := hs2.Register(t, "alice")
 	resp, err := alice.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
@@ -142,8 +141,11 @@ func setup(t *testing.T) (*hstest.Network, *hstest.Server, *hstest.Server, *maut
 }
 
 func TestInboundTransactionPipeline(t *testing.T) {
-	n, hs1, hs2, alice, room := setup(t)
-	_ = n
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testInboundTransactionPipeline)
+}
+
+func testInboundTransactionPipeline(t *testing.T, n *hstest.Network) {
+	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
 
@@ -268,7 +270,11 @@ func containsEvent(evs []*event.Event, eventID string) bool {
 // extended; both become forward extremities and hs2's next event merges
 // them.
 func TestInboundForkIsMerged(t *testing.T) {
-	_, hs1, hs2, alice, room := setup(t)
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testInboundForkIsMerged)
+}
+
+func testInboundForkIsMerged(t *testing.T, n *hstest.Network) {
+	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
 	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
@@ -330,7 +336,11 @@ func sameIDs(a, b []string) bool {
 // An event allowed by its own history but not by the current state (bob
 // was banned meanwhile) is soft-failed: stored, never served.
 func TestInboundSoftFail(t *testing.T) {
-	_, hs1, hs2, alice, room := setup(t)
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testInboundSoftFail)
+}
+
+func testInboundSoftFail(t *testing.T, n *hstest.Network) {
+	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
 	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
@@ -367,7 +377,11 @@ func TestInboundSoftFail(t *testing.T) {
 
 // A room's server ACL drops PDUs from a denied origin.
 func TestInboundServerACL(t *testing.T) {
-	_, hs1, hs2, alice, room := setup(t)
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testInboundServerACL)
+}
+
+func testInboundServerACL(t *testing.T, n *hstest.Network) {
+	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
 	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})

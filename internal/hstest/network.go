@@ -13,6 +13,7 @@ import (
 
 	"praxis/internal/config"
 	"praxis/internal/homeserver"
+	"praxis/internal/storage/storagetest"
 )
 
 // Network is a set of full in-process homeservers that federate with each
@@ -137,4 +138,20 @@ func (n *Network) RoundTrip(r *http.Request) (*http.Response, error) {
 	req.URL.Host = target.Host
 	req.Host = r.URL.Host
 	return http.DefaultTransport.RoundTrip(req)
+}
+
+// EachNetwork runs fn against a fresh network on every engine (each
+// server with its own database: SQLite, and PostgreSQL when
+// PRAXIS_TEST_POSTGRES is set).
+func EachNetwork(t *testing.T, names []string, fn func(t *testing.T, n *Network)) {
+	t.Helper()
+	for engine, dsn := range storagetest.Engines(t) {
+		t.Run(engine, func(t *testing.T) {
+			n := &Network{servers: map[string]*Server{}, fedURL: map[string]*url.URL{}, down: map[string]bool{}}
+			for _, name := range names {
+				n.Add(t, name, names, WithDatabase(dsn(t)))
+			}
+			fn(t, n)
+		})
+	}
 }
