@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -274,7 +275,7 @@ func (s *Service) CreateRoom(ctx context.Context, req CreateRoomRequest) (*Creat
 		}
 		for _, e := range events {
 			if _, err := w.add(ctx, proto{sender: req.Creator, evType: e.t, stateKey: ptr(e.sk), content: mustJSON(e.content)}, "", ""); err != nil {
-				if he, ok := err.(*httputil.Error); ok && he.Status == http.StatusForbidden {
+				if he := (*httputil.Error)(nil); errors.As(err, &he) && he.Status == http.StatusForbidden {
 					// a rejected initial event is bad input, not a permission problem
 					return errInvalidRoomState(fmt.Sprintf("%s event is not allowed: %s", e.t, he.Message))
 				}

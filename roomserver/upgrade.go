@@ -3,8 +3,10 @@ package roomserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -250,7 +252,7 @@ func (w *writer) extremitiesOrEmpty() string {
 func (w *writer) addOptional(ctx context.Context, p proto) error {
 	pdu, err := w.build(ctx, p)
 	if err != nil {
-		if he, ok := err.(*httputil.Error); ok && he.Status == 403 {
+		if he := (*httputil.Error)(nil); errors.As(err, &he) && he.Status == http.StatusForbidden {
 			return nil
 		}
 		return err
