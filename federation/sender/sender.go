@@ -285,7 +285,8 @@ func (s *Sender) deliver(ctx context.Context, dest string) error {
 		if txn.EDUs == nil {
 			txn.EDUs = []gomatrixserverlib.EDU{}
 		}
-		sendCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		// shorter than the lease, so no other process takes over mid-send
+		sendCtx, cancel := context.WithTimeout(ctx, leaseFor-5*time.Second)
 		_, err = s.client.SendTransaction(sendCtx, txn)
 		cancel()
 		if err != nil {
