@@ -26,6 +26,7 @@ type RoomAuthority interface {
 	EventAuthChain(ctx context.Context, roomID, eventID string) ([]json.RawMessage, error)
 	MissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error)
 	BackfillEvents(ctx context.Context, roomID string, from []string, limit int) ([]json.RawMessage, error)
+	TimestampToEventForServer(ctx context.Context, roomID string, ts int64, backward bool) (string, int64, error)
 }
 
 // Rooms serves the membership handshakes and room reads of the
@@ -59,6 +60,7 @@ func (f *Rooms) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+v1+"/event_auth/{roomId}/{eventId}", Authed(f.API, f.eventAuth))
 	mux.Handle("POST "+v1+"/get_missing_events/{roomId}", Authed(f.API, f.getMissingEvents))
 	mux.Handle("GET "+v1+"/backfill/{roomId}", Authed(f.API, f.backfill))
+	mux.Handle("GET "+v1+"/timestamp_to_event/{roomId}", Authed(f.API, f.timestampToEvent))
 
 	mux.Handle("GET "+v1+"/query/profile", Authed(f.API, f.queryProfile))
 	mux.Handle("GET "+v1+"/query/directory", Authed(f.API, f.queryDirectory))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -138,4 +139,25 @@ func (f *Rooms) backfill(r *http.Request, origin spec.ServerName) (*pdusResponse
 		return nil, err
 	}
 	return &pdusResponse{Origin: f.API.ServerName, OriginServerTS: f.now(), PDUs: evs}, nil
+}
+
+// timestampToEvent serves GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=…&dir=f|b.
+func (f *Rooms) timestampToEvent(r *http.Request, origin spec.ServerName) (map[string]any, error) {
+	roomID, q := r.PathValue("roomId"), r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil || ts < 0 {
+		return nil, httputil.InvalidParam("ts must be a timestamp in milliseconds")
+	}
+	dir := q.Get("dir")
+	if dir != "f" && dir != "b" {
+		return nil, httputil.InvalidParam("dir must be f or b")
+	}
+	if err := f.canRead(r.Context(), roomID, origin); err != nil {
+		return nil, err
+	}
+	id, originTS, err := f.Rooms.TimestampToEventForServer(r.Context(), roomID, ts, dir == "b")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": id, "origin_server_ts": originTS}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -95,6 +96,8 @@ func TestFederationRoomEndpointsRefuse(t *testing.T) {
 		{"state_ids for a server not in the room", "hs2.test", "GET", v1 + "/state_ids/" + room + "?event_id=" + ev, nil, 403, "M_FORBIDDEN"},
 		{"state_ids without event_id", "hs2.test", "GET", v1 + "/state_ids/" + room, nil, 400, "M_MISSING_PARAM"},
 		{"backfill for a server not in the room", "hs2.test", "GET", v1 + "/backfill/" + room + "?v=" + ev + "&limit=10", nil, 403, "M_FORBIDDEN"},
+		{"timestamp_to_event for a server not in the room", "hs2.test", "GET", v1 + "/timestamp_to_event/" + room + "?ts=1&dir=f", nil, 403, "M_FORBIDDEN"},
+		{"timestamp_to_event with a bad direction", "hs2.test", "GET", v1 + "/timestamp_to_event/" + room + "?ts=1&dir=x", nil, 400, "M_INVALID_PARAM"},
 		{"user devices of another server's user", "hs2.test", "GET", v1 + "/user/devices/@bob:hs2.test", nil, 400, "M_INVALID_PARAM"},
 		{"profile of another server's user", "hs2.test", "GET", v1 + "/query/profile?user_id=@bob:hs2.test", nil, 400, "M_INVALID_PARAM"},
 		{"profile of an unknown user", "hs2.test", "GET", v1 + "/query/profile?user_id=@nobody:hs1.test", nil, 404, "M_NOT_FOUND"},
@@ -122,6 +125,10 @@ func TestFederationRoomEndpointsRefuse(t *testing.T) {
 	status, body := fedDo(t, n, "hs2.test", "hs1.test", "GET", v1+"/state_ids/"+room+"?event_id="+ev, nil)
 	if status != 200 || len(gjson.GetBytes(body, "pdu_ids").Array()) == 0 || len(gjson.GetBytes(body, "auth_chain_ids").Array()) == 0 {
 		t.Fatalf("state_ids: %d %s", status, body)
+	}
+	status, body = fedDo(t, n, "hs2.test", "hs1.test", "GET", v1+"/timestamp_to_event/"+room+"?ts="+fmt.Sprint(time.Now().Add(time.Hour).UnixMilli())+"&dir=b", nil)
+	if status != 200 || gjson.GetBytes(body, "event_id").String() == "" {
+		t.Fatalf("timestamp_to_event: %d %s", status, body)
 	}
 	status, body = fedDo(t, n, "hs2.test", "hs1.test", "POST", v1+"/user/keys/query", map[string]any{
 		"device_keys": map[string][]string{"@alice:hs1.test": {}, "@bob:hs2.test": {}},

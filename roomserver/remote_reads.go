@@ -2,7 +2,9 @@ package roomserver
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -207,4 +209,28 @@ func (s *Service) StrippedState(ctx context.Context, roomID string) ([]json.RawM
 		}
 	}
 	return out, nil
+}
+
+// TimestampToEventForServer is /timestamp_to_event for another server:
+// the event of the room closest to ts in the given direction, by origin
+// timestamp. The caller checks the server may read the room.
+func (s *Service) TimestampToEventForServer(ctx context.Context, roomID string, ts int64, backward bool) (string, int64, error) {
+	room, err := s.roomInfo(ctx, s.db, roomID)
+	if err != nil {
+		return "", 0, err
+	}
+	q := ` AND e.origin_ts <= $2 ORDER BY e.origin_ts DESC, e.stream_pos DESC LIMIT 1`
+	if !backward {
+		q = ` AND e.origin_ts >= $2 ORDER BY e.origin_ts ASC, e.stream_pos ASC LIMIT 1`
+	}
+	var id string
+	var originTS int64
+	err = s.db.QueryRow(ctx, `SELECT e.event_id, e.origin_ts FROM events e WHERE e.room_nid = $1`+inTimeline+q, room.nid, ts).Scan(&id, &originTS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, httputil.NotFound("no event found in that direction")
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("timestamp to event in %s: %w", roomID, err)
+	}
+	return id, originTS, nil
 }
