@@ -165,7 +165,7 @@ func TestRejectedUploadsStoreNothing(t *testing.T) {
 			want     string
 		}{
 			{"zip as pdf", "application/pdf", zipBytes, -1, "M_INVALID_PARAM"},
-			{"text/plain", "text/plain", []byte("hi"), -1, "M_UNKNOWN"},
+			{"text/plain", "text/plain", []byte("hi"), -1, "M_FORBIDDEN"},
 			{"declared too large", "application/pdf", big, int64(len(big)), "M_TOO_LARGE"},
 			{"streamed too large", "application/pdf", big, -1, "M_TOO_LARGE"},
 			{"bad content type", "no/such/type", pdfBytes, -1, "M_INVALID_PARAM"},

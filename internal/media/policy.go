@@ -64,11 +64,12 @@ func (p *Policy) Allows(t string) bool {
 }
 
 // Check decides an upload from its declared type (normalised) and its
-// first bytes. It returns a Matrix error for the client: 415 when the type
-// is not allowed, 400 when the bytes contradict the type.
+// first bytes. It returns a Matrix error for the client: 403 M_FORBIDDEN
+// when the type is not allowed (what the spec names for "the server does
+// not permit the file type"), 400 when the bytes contradict the type.
 func (p *Policy) Check(declared string, head []byte) error {
 	if !p.Allows(declared) {
-		return httputil.Errorf(http.StatusUnsupportedMediaType, "M_UNKNOWN",
+		return httputil.Errorf(http.StatusForbidden, "M_FORBIDDEN",
 			"files of type %q are not accepted by this server's file policy (allowed: %s)", declared, strings.Join(p.allowed, ", "))
 	}
 	detected := detect(head, false)
@@ -79,7 +80,7 @@ func (p *Policy) Check(declared string, head []byte) error {
 		// upload trying to slip past the list: it must be of an allowed
 		// type itself.
 		if strong := detect(head, true); strong != nil && !slices.ContainsFunc(strong.types, p.Allows) {
-			return httputil.Errorf(http.StatusUnsupportedMediaType, "M_UNKNOWN",
+			return httputil.Errorf(http.StatusForbidden, "M_FORBIDDEN",
 				"the file is declared as %s but its content is %s, which this server's file policy does not accept", declared, strong.name)
 		}
 	case detected != nil:
