@@ -6,6 +6,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"praxis/internal/storage"
 )
@@ -134,6 +135,10 @@ func (s *Service) policyWritten(ctx context.Context, roomID string, written []wr
 	for i, e := range written {
 		evs[i] = PolicyEvent{RoomID: roomID, EventID: e.pdu.EventID(), Sender: string(e.pdu.SenderID()), Type: e.pdu.Type(),
 			StateKey: e.pdu.StateKey(), Content: e.pdu.Content()}
+		if e.membership != "" {
+			// build kept the replaced state's content in unsigned
+			evs[i].PrevMembership = gjson.GetBytes(e.pdu.Unsigned(), "prev_content.membership").String()
+		}
 	}
 	s.policy.Written(ctx, evs)
 }

@@ -115,6 +115,7 @@ func (s *Service) Claim(ctx context.Context, staffUser, roomID string) (*Request
 	if err := s.bringIn(ctx, roomID, st.PracticeID, staffUser); err != nil {
 		slog.WarnContext(ctx, "join claimed room", "room_id", roomID, "user_id", staffUser, "err", err)
 	}
+	s.withdrawInvites(ctx, roomID, st.PracticeID, staffUser)
 	s.postRequest(ctx, roomID)
 	return s.request(ctx, s.db, roomID)
 }
@@ -196,4 +197,51 @@ func (s *Service) bringIn(ctx context.Context, roomID, practiceID, staffUser str
 	}
 	_, err = s.rooms.Join(ctx, staffUser, roomID, "")
 	return err
+}
+
+// joinClaims makes a staff member's join into a coupling room with an
+// open request their claim: with a stock client, accepting the invite is
+// how staff pick a request up. The conditional UPDATE keeps the first
+// claim; a later joiner simply joins.
+func (s *Service) joinClaims(ctx context.Context, roomID, userID string) error {
+	st, err := s.StaffOf(ctx, userID)
+	if err != nil || st == nil {
+		return err
+	}
+	res, err := s.db.Exec(ctx, `UPDATE care_requests SET status = 'claimed', claimed_by = $1, claimed_ts = $2
+		WHERE room_id = $3 AND practice_id = $4 AND status = 'open'`, userID, s.now().UnixMilli(), roomID, st.PracticeID)
+	if err != nil {
+		return fmt.Errorf("claim by join: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil // no open request here, or a colleague was first
+	}
+	s.withdrawInvites(ctx, roomID, st.PracticeID, userID)
+	s.postRequest(ctx, roomID)
+	return nil
+}
+
+// withdrawInvites takes back the invites of the practice's other staff
+// once a request is claimed: the patient's next messages are then
+// encrypted for the claimer (and whoever they invite) only.
+func (s *Service) withdrawInvites(ctx context.Context, roomID, practiceID, claimer string) {
+	staff, err := s.practiceStaff(ctx, practiceID, false)
+	if err == nil {
+		var p *Practice
+		if p, err = s.Practice(ctx, practiceID); err == nil {
+			for _, u := range staff {
+				if u == claimer {
+					continue
+				}
+				if m, _ := s.rooms.Membership(ctx, roomID, u); m == "invite" {
+					if kerr := s.rooms.Kick(ctx, roomserver.MembershipRequest{RoomID: roomID, Sender: p.ServiceUser, Target: u, Reason: "claimed by a colleague"}); kerr != nil {
+						slog.WarnContext(ctx, "withdraw invite", "room_id", roomID, "user_id", u, "err", kerr)
+					}
+				}
+			}
+		}
+	}
+	if err != nil {
+		slog.WarnContext(ctx, "withdraw invites", "room_id", roomID, "err", err)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"praxis/internal/care"
 	"praxis/internal/config"
 	"praxis/internal/hstest"
+	"praxis/roomserver"
 )
 
 // enforce runs a test node under the health rules.
@@ -365,5 +366,45 @@ func TestConcurrentRedeemOfOneTimeCode(t *testing.T) {
 		if err != nil || len(cs) != 1 {
 			t.Errorf("couplings = %+v (%v), want 1", cs, err)
 		}
+	}, enforce)
+}
+
+// TestAcceptingTheInviteClaims: with a stock client, staff pick a request
+// up by accepting the coupling room's invite; the colleagues' invites are
+// then withdrawn, and the board shows who claimed it.
+func TestAcceptingTheInviteClaims(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		n := newPractice(t, srv, "stock", map[string]string{"a1": care.RoleAssistant, "a2": care.RoleAssistant})
+		room := couple(t, srv.Register(t, "anna"), n.code(t, care.CodePatient))
+		if _, err := n.staff["a1"].JoinRoomByID(ctx, room); err != nil {
+			t.Fatalf("a1 accepts the invite: %v", err)
+		}
+		var req care.Request
+		if err := n.staff["a2"].StateEvent(ctx, id2(n.practice.BoardRoom), requestType, room.String(), &req); err != nil {
+			t.Fatal(err)
+		}
+		if req.Status != care.StatusClaimed || req.ClaimedBy != "@a1:hs1.test" {
+			t.Errorf("board entry = %+v, want claimed by a1", req)
+		}
+		if m, _ := srv.Rooms.Membership(ctx, room.String(), "@a2:hs1.test"); m != "leave" {
+			t.Errorf("a2's invite after a1's claim: membership %q, want leave (withdrawn)", m)
+		}
+		if _, err := n.staff["a2"].JoinRoomByID(ctx, room); hstest.ErrCode(err) != "M_FORBIDDEN" {
+			t.Errorf("a2 joins after the claim: %v, want M_FORBIDDEN", err)
+		}
+		// closed and reopened by the patient's next message: open again
+		if err := praxis(n.staff["a1"], http.MethodPost, "/board/"+room.String()+"/close", nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.Rooms.Send(ctx, roomserver.SendRequest{RoomID: room.String(), Sender: "@anna:hs1.test", Type: "m.room.message",
+			Content: []byte(`{"msgtype":"m.text","body":"noch eine Frage"}`)}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the request to reopen", func() bool {
+			var r care.Request
+			_ = n.staff["a2"].StateEvent(ctx, id2(n.practice.BoardRoom), requestType, room.String(), &r)
+			return r.Status == care.StatusOpen
+		})
 	}, enforce)
 }

@@ -372,8 +372,13 @@ func (s *Service) Visible(ctx context.Context, viewer string, ids []string) (map
 // message in a coupling room reopens a closed request and, while the
 // practice is closed, earns one notice per closed period.
 func (s *Service) Written(ctx context.Context, evs []roomserver.PolicyEvent) {
-	var rooms []string
+	var rooms, joins []string
 	for _, ev := range evs {
+		if ev.Type == "m.room.member" && ev.StateKey != nil && ev.Sender == *ev.StateKey && ev.PrevMembership != "join" &&
+			gjson.GetBytes(ev.Content, "membership").String() == "join" && strings.HasSuffix(ev.Sender, ":"+s.serverName) {
+			joins = append(joins, ev.RoomID+"\x00"+ev.Sender)
+			continue
+		}
 		if ev.Type == "m.room.member" && ev.StateKey != nil && ev.Sender == *ev.StateKey && gjson.GetBytes(ev.Content, "membership").String() == "leave" {
 			// a patient leaving their coupling room un-couples
 			if _, err := s.db.Exec(ctx, `UPDATE care_couplings SET ended_ts = $1 WHERE room_id = $2 AND patient = $3 AND ended_ts = 0`,
@@ -390,11 +395,17 @@ func (s *Service) Written(ctx context.Context, evs []roomserver.PolicyEvent) {
 		}
 		rooms = append(rooms, ev.RoomID+"\x00"+ev.Sender)
 	}
-	if len(rooms) == 0 {
+	if len(rooms) == 0 && len(joins) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
 	s.bg(func() {
+		for _, rs := range joins {
+			roomID, user, _ := strings.Cut(rs, "\x00")
+			if err := s.joinClaims(ctx, roomID, user); err != nil {
+				slog.WarnContext(ctx, "claim by join", "room_id", roomID, "err", err)
+			}
+		}
 		for _, rs := range rooms {
 			roomID, sender, _ := strings.Cut(rs, "\x00")
 			if err := s.patientWrote(ctx, roomID, sender); err != nil {
