@@ -348,7 +348,12 @@ func TestPushRules(t *testing.T) {
 			errcode            string
 		}{
 			{"unknown rule", "GET", "/pushrules/global/override/nope", nil, 404, "M_NOT_FOUND"},
-			{"unknown kind", "GET", "/pushrules/global/middle/x", nil, 400, "M_INVALID_PARAM"},
+			// Complement thread tests probe MSC4306's postcontent rules.
+			{"unknown kind", "GET", "/pushrules/global/postcontent/x", nil, 404, "M_NOT_FOUND"},
+			{"enable rule of unknown kind", "PUT", "/pushrules/global/postcontent/x/enabled", map[string]any{"enabled": false}, 404, "M_NOT_FOUND"},
+			{"actions of unknown kind", "GET", "/pushrules/global/postcontent/x/actions", nil, 404, "M_NOT_FOUND"},
+			{"delete rule of unknown kind", "DELETE", "/pushrules/global/middle/x", nil, 404, "M_NOT_FOUND"},
+			{"create rule of unknown kind", "PUT", "/pushrules/global/middle/x", map[string]any{"actions": []any{"notify"}}, 400, "M_INVALID_PARAM"},
 			{"unknown scope", "GET", "/pushrules/device/override/x", nil, 400, "M_INVALID_PARAM"},
 			{"delete default", "DELETE", "/pushrules/global/override/.m.rule.master", nil, 400, "M_INVALID_PARAM"},
 			{"put default", "PUT", "/pushrules/global/override/.m.rule.master", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},

@@ -25,14 +25,20 @@ func pushRuleError(err error) error {
 	return err
 }
 
-// pushRulePath validates {scope}, {kind} and {ruleId}.
+// pushRulePath validates {scope}, {kind} and {ruleId}. A rule of a kind we
+// do not know (such as an MSC's "postcontent") does not exist: 404, the
+// answer the spec gives for reading or changing a missing rule, so clients
+// that probe for optional rules carry on. Creating one is a bad request.
 func pushRulePath(r *http.Request) (kind, ruleID string, err error) {
 	if r.PathValue("scope") != "global" {
 		return "", "", httputil.InvalidParam("the only push rule scope is global")
 	}
 	kind, ruleID = r.PathValue("kind"), r.PathValue("ruleId")
 	if !slices.Contains(users.PushRuleKinds, kind) {
-		return "", "", httputil.InvalidParam("unknown push rule kind " + kind)
+		if r.Method == http.MethodPut && !strings.HasSuffix(r.URL.Path, "/enabled") && !strings.HasSuffix(r.URL.Path, "/actions") {
+			return "", "", httputil.InvalidParam("unknown push rule kind " + kind)
+		}
+		return "", "", httputil.NotFound("no push rule kind " + kind)
 	}
 	if ruleID == "" || len(ruleID) > 255 || strings.ContainsAny(ruleID, "/\\") {
 		return "", "", httputil.InvalidParam("invalid push rule ID")
