@@ -388,6 +388,12 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	if err != nil {
 		return nil, err
 	}
+	if q.Backward && !pg.more && q.To == "" && s.backfillOlder(ctx, a.room.nid) {
+		// the start of what we hold: other servers of the room had more
+		if pg, err = s.paginate(ctx, userID, a.room.nid, from, q.Backward, bound, q.Limit, q.Filter); err != nil {
+			return nil, err
+		}
+	}
 	out := &MessagesPage{Start: start, Chunk: storedEvents(pg.events)}
 	if pg.more {
 		out.End = pg.next.token()

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -32,6 +33,9 @@ type remoteFed struct {
 	client   fclient.FederationClient
 	verifier gomatrixserverlib.JSONVerifier
 	allowed  func(server string) bool
+	// backfilled remembers the earliest events /messages already
+	// backfilled before (remote_backfill.go).
+	backfilled sync.Map
 }
 
 // SetFederation plugs in the outbound client, the key ring that verifies

@@ -200,3 +200,53 @@ func (s *Service) insertHistory(ctx context.Context, tx *storage.DB, room *roomI
 	}
 	return nil
 }
+
+// olderBatch is how many events one /messages-triggered backfill asks for.
+const olderBatch = 50
+
+// backfillOlder runs when a backward /messages page ran out of events in
+// a room shared with other servers: it asks them for the history before
+// the earliest event we hold. It reports whether anything was stored. A
+// room whose earliest event is its create event is complete; an earliest
+// event already asked about is not asked again (in this process), so a
+// server with nothing more to give costs one request, not one per page.
+func (s *Service) backfillOlder(ctx context.Context, roomNID int64) bool {
+	if s.fed == nil {
+		return false
+	}
+	var roomID, earliestID string
+	err := s.db.QueryRow(ctx, `SELECT r.room_id, e.event_id FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+		WHERE e.room_nid = $1`+inTimeline+` ORDER BY e.depth ASC, e.stream_pos ASC LIMIT 1`, roomNID).Scan(&roomID, &earliestID)
+	if err != nil {
+		return false
+	}
+	if _, asked := s.fed.backfilled.LoadOrStore(earliestID, true); asked {
+		return false
+	}
+	room, err := s.roomInfo(ctx, s.db, roomID)
+	if err != nil {
+		return false
+	}
+	pdus, _, err := s.pdusByID(ctx, s.db, room, []string{earliestID})
+	if err != nil || pdus[earliestID] == nil || pdus[earliestID].Type() == spec.MRoomCreate || len(pdus[earliestID].PrevEventIDs()) == 0 {
+		return false
+	}
+	servers, err := s.serversInRoom(ctx, room)
+	if err != nil {
+		return false
+	}
+	for _, srv := range servers {
+		if srv == s.serverName || !s.fed.allowed(srv) {
+			continue
+		}
+		n, err := s.Backfill(ctx, srv, room, pdus[earliestID].PrevEventIDs(), olderBatch)
+		if err != nil {
+			slog.InfoContext(ctx, "backfill for /messages failed", "room_id", roomID, "server", srv, "err", err)
+			continue
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
