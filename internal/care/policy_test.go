@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"praxis/internal/care"
+	"praxis/internal/config"
 	"praxis/internal/hstest"
 )
 
@@ -268,6 +269,29 @@ func TestPermissionConfig(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := care.PermissionAllows(json.RawMessage(tc.config), tc.inviter, tc.patient); got != tc.want {
 				t.Errorf("allows = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestSelfRegistrationMakesPatients: under the health rules an account
+// registered through the client API is a patient; with the rules off it
+// stays an ordinary user.
+func TestSelfRegistrationMakesPatients(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		want   string
+	}{{"enforce", care.KindPatient}, {"off", care.KindUser}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			srv := hstest.New(t, hstest.WithConfig(func(c *config.Config) { c.Care.Policy = tc.policy }))
+			c, _ := mautrix.NewClient(srv.URL, "", "")
+			reg, err := c.RegisterDummy(context.Background(), &mautrix.ReqRegister[any]{Username: "neu", Password: "neu-password-1"})
+			if err != nil {
+				t.Fatalf("register: %v", err)
+			}
+			acc, err := srv.Users.Account(context.Background(), reg.UserID.String())
+			if err != nil || acc.Kind != tc.want {
+				t.Errorf("kind = %v (%v), want %q", acc.Kind, err, tc.want)
 			}
 		})
 	}
