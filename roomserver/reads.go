@@ -464,10 +464,12 @@ func (s *Service) readRoom(ctx context.Context, roomID string) (*roomRow, error)
 	return &r, nil
 }
 
-// validRoomID checks the sigil and the server part: bad IDs are a 400, not a
-// lookup that fails.
+// validRoomID checks a room ID's form: bad IDs are a 400, not a lookup
+// that fails.
 func validRoomID(roomID string) error {
-	if !strings.HasPrefix(roomID, "!") || !strings.Contains(roomID, ":") || len(roomID) > 255 {
+	// spec.NewRoomID accepts both forms: "!opaque:server" and the
+	// domainless IDs of room version 12.
+	if _, err := spec.NewRoomID(roomID); err != nil || len(roomID) > 255 {
 		return spec.InvalidParam("invalid room ID " + strconv.Quote(roomID))
 	}
 	return nil
