@@ -20,7 +20,7 @@ type aliasResponse struct {
 
 // resolveAlias serves GET /_matrix/client/v3/directory/room/{roomAlias}.
 func (a *API) resolveAlias(r *http.Request) (*aliasResponse, error) {
-	roomID, servers, err := a.Rooms.ResolveAlias(r.Context(), r.PathValue("roomAlias"))
+	roomID, servers, err := a.Rooms.ResolveAliasAny(r.Context(), r.PathValue("roomAlias"))
 	if err != nil {
 		return nil, err
 	}

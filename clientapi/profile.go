@@ -39,7 +39,12 @@ func (a *API) localProfile(ctx context.Context, userID string) (*users.Profile, 
 		return nil, err
 	}
 	if !a.Users.IsLocal(userID) {
-		return nil, httputil.NotFound("profile not found")
+		// another server's user: ask it (federation query/profile)
+		dn, av, err := a.Rooms.RemoteProfile(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		return &users.Profile{DisplayName: dn, AvatarURL: av}, nil
 	}
 	p, err := a.Users.Profile(ctx, userID)
 	if errors.Is(err, users.ErrNotFound) {

@@ -264,3 +264,40 @@ func TestMessagesBackfillsOlderHistory(t *testing.T) {
 		}
 	}
 }
+
+// Profiles and aliases of a partner's users and rooms are looked up over
+// federation; a server that is not a partner is never asked.
+func TestRemoteProfileAndAlias(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	if err := alice.SetDisplayName(ctx, "Dr. Alice"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := bob.GetProfile(ctx, alice.UserID)
+	if err != nil || p.DisplayName != "Dr. Alice" {
+		t.Fatalf("remote profile = %+v, %v; want Dr. Alice", p, err)
+	}
+	if _, err := bob.GetProfile(ctx, "@nobody:hs1.test"); hstest.ErrCode(err) != "M_NOT_FOUND" {
+		t.Fatalf("unknown remote user: %v, want M_NOT_FOUND", err)
+	}
+	if _, err := bob.GetProfile(ctx, "@x:evil.test"); hstest.ErrCode(err) != "M_NOT_FOUND" {
+		t.Fatalf("user of a non-partner: %v, want M_NOT_FOUND", err)
+	}
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "konsil"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := bob.ResolveAlias(ctx, "#konsil:hs1.test")
+	if err != nil || res.RoomID != created.RoomID {
+		t.Fatalf("remote alias resolves to %+v, %v; want %s", res, err, created.RoomID)
+	}
+	joined, err := bob.JoinRoom(ctx, "#konsil:hs1.test", nil)
+	if err != nil || joined.RoomID != created.RoomID {
+		t.Fatalf("join by remote alias: %+v, %v", joined, err)
+	}
+	if m := membershipOf(ctx, alice, created.RoomID, bob.UserID); m != "join" {
+		t.Fatalf("hs1 sees bob as %q after the alias join, want join", m)
+	}
+}
