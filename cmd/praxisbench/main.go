@@ -79,6 +79,8 @@ func run(binary string, senders, messages, members, fanoutMsgs, rooms, perRoom i
 	cmd.Env = append(os.Environ(),
 		"PRAXIS_REGISTRATION_OPEN=true",
 		"PRAXIS_RATELIMIT_ENABLED=false",
+		// plain Matrix: benchmark users are ordinary accounts, not patients
+		"PRAXIS_CARE_POLICY=off",
 		"PRAXIS_LOG_LEVEL=warn",
 	)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
