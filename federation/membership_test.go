@@ -301,3 +301,36 @@ func TestRemoteProfileAndAlias(t *testing.T) {
 		t.Fatalf("hs1 sees bob as %q after the alias join, want join", m)
 	}
 }
+
+// An invite for a user of a server that is already in the room arrives
+// twice — through /invite and as a PDU — and ends as one invite in the
+// room's state on both servers.
+func TestRemoteInviteIntoResidentRoom(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hs2 := n.Server("hs2.test")
+	alice, bob, carol := n.Server("hs1.test").Register(t, "alice"), hs2.Register(t, "bob"), hs2.Register(t, "carol")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
+		t.Fatalf("invite into a room hs2 is in: %v", err)
+	}
+	waitFor(t, "hs2 to hold carol's invite in the room state", func() bool { return membershipOf(ctx, bob, room, carol.UserID) == "invite" })
+	if _, err := carol.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("carol joins: %v", err)
+	}
+	waitFor(t, "hs1 to see carol joined", func() bool { return membershipOf(ctx, alice, room, carol.UserID) == "join" })
+	if _, err := alice.SendText(ctx, room, "for both"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "carol to get the message", func() bool { return hasEvent(ctx, carol, room, event.EventMessage, "body", "for both") })
+}

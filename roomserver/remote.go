@@ -395,6 +395,11 @@ func (s *Service) ReceiveInvite(ctx context.Context, origin, roomID, eventID, ro
 			if m, _ := s.Membership(ctx, roomID, invitee); m == spec.Join {
 				return nil, httputil.Forbidden(invitee + " is already in the room")
 			}
+			// We are in the room: the invite reaches us as a PDU of the
+			// room like any other event and becomes state then; keeping
+			// it out of band as well would only compete with that.
+			slog.InfoContext(ctx, "remote invite signed for a room we are in", "room_id", roomID, "origin", origin)
+			return signed.JSON(), nil
 		}
 	}
 	answer := signed.JSON()
