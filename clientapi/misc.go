@@ -2,9 +2,27 @@ package clientapi
 
 import (
 	"net/http"
+	"strings"
 
 	"praxis/internal/users"
 )
+
+const r0 = "/_matrix/client/r0"
+
+// legacyR0 serves the r0 paths of the versions we advertise (r0.6.1): spec
+// v1.1 renamed r0 to v3 without changing an endpoint, so an r0 request is
+// answered as its v3 twin, unknown ones included (M_UNRECOGNIZED).
+func legacyR0(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = v3 + strings.TrimPrefix(r.URL.Path, r0)
+		if r.URL.RawPath != "" {
+			r2.URL.RawPath = v3 + strings.TrimPrefix(r.URL.RawPath, r0)
+		}
+		r2.RequestURI = r2.URL.RequestURI()
+		mux.ServeHTTP(w, r2)
+	})
+}
 
 type versionsResponse struct {
 	Versions         []string        `json:"versions"`

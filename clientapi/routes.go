@@ -18,6 +18,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	// server discovery and capabilities (misc.go)
 	mux.Handle("GET /_matrix/client/versions", open(a.versions))
 	mux.Handle("GET /.well-known/matrix/client", open(a.wellKnownClient))
+	mux.Handle(r0+"/", legacyR0(mux)) // r0.6.1 is advertised: r0 paths are their v3 twins
 
 	// accounts: register, login, logout, whoami, password, deactivate, devices (account.go)
 	mux.Handle("POST "+v3+"/register", openUIA(a.careRegister))
