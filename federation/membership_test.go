@@ -334,3 +334,49 @@ func TestRemoteInviteIntoResidentRoom(t *testing.T) {
 	}
 	waitFor(t, "carol to get the message", func() bool { return hasEvent(ctx, carol, room, event.EventMessage, "body", "for both") })
 }
+
+// A server whose last user left a room and rejoins later takes the
+// room's state anew from the resident server: what happened meanwhile is
+// not lost.
+func TestRejoinAfterLeavingTakesFreshState(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The sender discovers hs1 as a destination only while hs2 has a
+	// joined user: leaving before that would never reach hs1 (a known
+	// gap of federation/sender's discovery, reported).
+	waitFor(t, "hs2's sender to know hs1", func() bool {
+		var c int
+		_ = n.Server("hs2.test").DB.QueryRow(ctx, `SELECT COUNT(*) FROM federation_destinations WHERE server_name = 'hs1.test'`).Scan(&c)
+		return c == 1
+	})
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "hs1 to see bob leave", func() bool { return membershipOf(ctx, alice, room, bob.UserID) == "leave" })
+	if _, err := alice.SendStateEvent(ctx, room, event.StateTopic, "", &event.TopicEventContent{Topic: "changed while bob was away"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatalf("rejoin: %v", err)
+	}
+	var topic event.TopicEventContent
+	if err := bob.StateEvent(ctx, room, event.StateTopic, "", &topic); err != nil || topic.Topic != "changed while bob was away" {
+		t.Fatalf("topic after rejoin = %q, %v", topic.Topic, err)
+	}
+	if m := membershipOf(ctx, alice, room, bob.UserID); m != "join" {
+		t.Fatalf("hs1 sees bob as %q after the rejoin", m)
+	}
+	if _, err := alice.SendText(ctx, room, "welcome back"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob to get the message after the rejoin", func() bool { return hasEvent(ctx, bob, room, event.EventMessage, "body", "welcome back") })
+}

@@ -795,15 +795,18 @@ func (s *Service) storeJoinedRoom(ctx context.Context, impl gomatrixserverlib.IR
 		if err := tx.LockRoom(ctx, roomID); err != nil {
 			return err
 		}
-		var group sql.NullInt64
-		if err := tx.QueryRow(ctx, `SELECT current_state_group FROM rooms WHERE room_nid = $1`, room.nid).Scan(&group); err != nil {
+		var locals int
+		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM room_members WHERE room_nid = $1 AND membership = 'join' AND user_id LIKE $2`,
+			room.nid, "%:"+s.serverName).Scan(&locals); err != nil {
 			return fmt.Errorf("read room %s: %w", roomID, err)
 		}
-		if group.Valid {
+		if locals > 0 {
 			// Another join of ours got there first: the room is ours now,
 			// send the join the ordinary way.
 			return errAlreadyResident
 		}
+		// A room we left (or never were in) gets the state the resident
+		// server sent: whatever we held of it is stale.
 		for _, p := range append(append([]gomatrixserverlib.PDU{}, chain...), state...) {
 			if err := s.insertOutlier(ctx, tx, room, p, false); err != nil {
 				return err
