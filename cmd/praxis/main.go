@@ -42,7 +42,11 @@ func main() {
 func run(f config.Flags) error {
 	start := time.Now()
 	if f.ConfigFile != "" {
-		created, err := config.WriteDefaultFile(f.ConfigFile)
+		dataDir := f.DataDir
+		if dataDir == "" {
+			dataDir = os.Getenv("PRAXIS_DATA_DIR")
+		}
+		created, err := config.WriteDefaultFile(f.ConfigFile, dataDir)
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"praxis/internal/config"
 )
 
 // TestGracefulRestartKeepsEverything stops the server with SIGTERM and
@@ -139,5 +142,44 @@ func TestGracefulRestartKeepsEverything(t *testing.T) {
 	}
 	if len(ids) != 1 || ids[0] != after.EventID {
 		t.Fatalf("messages in the sync across the restart: %v, want only %s", ids, after.EventID)
+	}
+}
+
+// TestFirstStartWithDataDirFlagWritesIt: `praxis --config F --data-dir D`
+// on a fresh node writes D into F, so the next start with only --config
+// finds the same database instead of a new empty one.
+func TestFirstStartWithDataDirFlagWritesIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	cfgPath := filepath.Join(t.TempDir(), "etc", "praxis.yaml")
+	dataDir := filepath.Join(t.TempDir(), "var")
+	addr := freeAddr(t)
+	env := []string{"PRAXIS_REGISTRATION_OPEN=true", "PRAXIS_RATELIMIT_ENABLED=false", "PRAXIS_LOG_LEVEL=warn", "PRAXIS_LISTEN_CLIENT=" + addr}
+	p := startPraxis(t, "--config "+cfgPath+" --data-dir "+dataDir, env...)
+	p.waitReady(t, addr)
+	c, err := mautrix.NewClient(p.url, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := c.RegisterDummy(context.Background(), &mautrix.ReqRegister[any]{Username: "alice", Password: "alice-password-1"})
+	if err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+
+	cfg, err := config.Load(config.Flags{ConfigFile: cfgPath}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DataDir != dataDir {
+		t.Fatalf("written config has data_dir %q, want the flag's %q", cfg.DataDir, dataDir)
+	}
+	p2 := startPraxis(t, "--config "+cfgPath, env...)
+	p2.waitReady(t, addr)
+	c.SetCredentials(reg.UserID, reg.AccessToken)
+	if _, err := c.Whoami(context.Background()); err != nil {
+		t.Fatalf("the second start without --data-dir lost the account: %v", err)
 	}
 }

@@ -105,11 +105,11 @@ func TestBadConfigIsRefusedNamingTheKey(t *testing.T) {
 func TestDefaultTemplateLoadsAndMatchesDefaults(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "praxis.yaml")
-	created, err := WriteDefaultFile(p)
+	created, err := WriteDefaultFile(p, "")
 	if err != nil || !created {
 		t.Fatalf("WriteDefaultFile = %v, %v", created, err)
 	}
-	if again, _ := WriteDefaultFile(p); again {
+	if again, _ := WriteDefaultFile(p, ""); again {
 		t.Fatal("WriteDefaultFile overwrote an existing file")
 	}
 	c, err := Load(Flags{ConfigFile: p}, nil)

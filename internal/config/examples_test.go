@@ -38,7 +38,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 // fails here.
 func TestTemplateListsEveryKey(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "praxis.yaml")
-	if _, err := WriteDefaultFile(p); err != nil {
+	if _, err := WriteDefaultFile(p, ""); err != nil {
 		t.Fatal(err)
 	}
 	v := viper.New()

@@ -146,8 +146,10 @@ care:
 `
 
 // WriteDefaultFile writes the commented default config to path unless a
-// file is already there. created reports whether it wrote one.
-func WriteDefaultFile(path string) (created bool, err error) {
+// file is already there. created reports whether it wrote one. dataDir is
+// the data directory this start uses (from --data-dir or PRAXIS_DATA_DIR);
+// empty means the config file's own directory.
+func WriteDefaultFile(path, dataDir string) (created bool, err error) {
 	if _, err := os.Stat(path); err == nil {
 		return false, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -161,11 +163,15 @@ func WriteDefaultFile(path string) (created bool, err error) {
 		return false, err
 	}
 	body := fmt.Sprintf(defaultTemplate, hex.EncodeToString(secret))
-	// data_dir relative to the config file's directory would surprise; keep
-	// the template's ./data but point it at the file's own directory when
-	// the file lives elsewhere.
-	if dir := filepath.Dir(path); dir != "data" && dir != "./data" {
-		body = strings.Replace(body, `data_dir: "./data"`, fmt.Sprintf("data_dir: %q", dir), 1)
+	// The file must name the directory this start really uses: a later
+	// start without the flag would otherwise come up on an empty one. Without
+	// a flag, keep the template's ./data when the file lives there and
+	// point at the file's own directory when it lives elsewhere.
+	if dataDir == "" {
+		dataDir = filepath.Dir(path)
+	}
+	if dataDir != "data" && dataDir != "./data" {
+		body = strings.Replace(body, `data_dir: "./data"`, fmt.Sprintf("data_dir: %q", dataDir), 1)
 	}
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		return false, fmt.Errorf("write config %s: %w", path, err)
