@@ -97,7 +97,8 @@ func (a *API) knock(r *http.Request, dev *users.Device) (*roomIDResponse, error)
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	roomID, err := a.Rooms.Knock(r.Context(), dev.UserID, r.PathValue("roomIdOrAlias"), req.Reason)
+	via := append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
+	roomID, err := a.Rooms.KnockVia(r.Context(), dev.UserID, r.PathValue("roomIdOrAlias"), req.Reason, via)
 	if err != nil {
 		return nil, err
 	}

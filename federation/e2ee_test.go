@@ -111,6 +111,14 @@ func (e *e2eeClient) send(t *testing.T, room id.RoomID, body string) id.EventID 
 	return resp.EventID
 }
 
+// locked runs a client call that touches the state store while no sync
+// response is being processed.
+func (e *e2eeClient) locked(fn func() error) error {
+	e.machMu.Lock()
+	defer e.machMu.Unlock()
+	return fn()
+}
+
 func (e *e2eeClient) body(evt id.EventID) (string, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -138,15 +146,21 @@ func testFederatedE2EE(t *testing.T, n *hstest.Network) {
 	gp := newE2EEClient(t, hs1.Register(t, "gp"))
 	cardio := newE2EEClient(t, hs2.Register(t, "cardio"))
 
-	created, err := gp.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Konsil"})
-	if err != nil {
+	var created *mautrix.RespCreateRoom
+	if err := gp.locked(func() (err error) {
+		created, err = gp.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Konsil"})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	room := created.RoomID
-	if _, err := gp.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: cardio.UserID}); err != nil {
+	if err := gp.locked(func() error {
+		_, err := gp.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: cardio.UserID})
+		return err
+	}); err != nil {
 		t.Fatalf("invite: %v", err)
 	}
-	if _, err := cardio.JoinRoomByID(ctx, room); err != nil {
+	if err := cardio.locked(func() error { _, err := cardio.JoinRoomByID(ctx, room); return err }); err != nil {
 		t.Fatalf("join: %v", err)
 	}
 	gp.waitRoom(t, room, gp, cardio)
@@ -170,7 +184,10 @@ func testFederatedE2EE(t *testing.T, n *hstest.Network) {
 	// A colleague on hs2 joins later and sees the history (as ciphertext:
 	// room keys reach devices that existed when they were shared).
 	colleague := hs2.Register(t, "assist")
-	if _, err := cardio.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: colleague.UserID}); err != nil {
+	if err := cardio.locked(func() error {
+		_, err := cardio.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: colleague.UserID})
+		return err
+	}); err != nil {
 		t.Fatalf("invite colleague: %v", err)
 	}
 	if _, err := colleague.JoinRoomByID(ctx, room); err != nil {

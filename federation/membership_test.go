@@ -380,3 +380,41 @@ func TestRejoinAfterLeavingTakesFreshState(t *testing.T) {
 	}
 	waitFor(t, "bob to get the message after the rejoin", func() bool { return hasEvent(ctx, bob, room, event.EventMessage, "body", "welcome back") })
 }
+
+// Knocking on a partner's room: the knock reaches the resident server,
+// the knocker's server shows it with the room summary, and the invite
+// that answers it lets the knocker join.
+func TestRemoteKnock(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Sprechstunde",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Parsed: &event.JoinRulesEventContent{JoinRule: event.JoinRuleKnock}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.KnockRoom(ctx, room.String(), &mautrix.ReqKnockRoom{Via: []string{"hs1.test"}, Reason: "Termin"}); err != nil {
+		t.Fatalf("remote knock: %v", err)
+	}
+	if m := membershipOf(ctx, alice, room, bob.UserID); m != "knock" {
+		t.Fatalf("hs1 sees bob as %q, want knock", m)
+	}
+	resp, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	knocked, ok := resp.Rooms.Knock[room]
+	if !ok || len(knocked.State.Events) < 2 {
+		t.Fatalf("bob's sync knock section for the room: %+v", resp.Rooms.Knock)
+	}
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("invite the knocker: %v", err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatalf("join after the knock: %v", err)
+	}
+	if m := membershipOf(ctx, alice, room, bob.UserID); m != "join" {
+		t.Fatalf("hs1 sees bob as %q, want join", m)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -515,6 +516,13 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 		return "", httputil.InvalidParam("invalid room ID " + roomID)
 	}
 	room, err := s.roomInfo(ctx, s.db, roomID)
+	if err != nil && s.policy != nil {
+		// a room ID that names no room here may be the node policy's
+		// (a coupling code's lobby)
+		if vroom, verr := s.policy.JoinVirtual(ctx, userID, roomID); verr != nil || vroom != "" {
+			return vroom, verr
+		}
+	}
 	if err == nil {
 		ok, err := s.resident(ctx, room)
 		if err != nil {
@@ -1072,4 +1080,139 @@ func rawList(list gomatrixserverlib.EventJSONs) []json.RawMessage {
 		out[i] = json.RawMessage(e)
 	}
 	return out
+}
+
+// KnockVia knocks on a room: locally when this server is in it, else
+// over federation (make_knock/send_knock) through the given servers and
+// the room's own. The knock is kept with the room summary the resident
+// server returned, for the knocker's /sync.
+func (s *Service) KnockVia(ctx context.Context, userID, roomIDOrAlias, reason string, via []string) (string, error) {
+	roomID := roomIDOrAlias
+	if strings.HasPrefix(roomIDOrAlias, "#") {
+		if serverOfID(roomIDOrAlias) == s.serverName || s.fed == nil {
+			return s.Knock(ctx, userID, roomIDOrAlias, reason)
+		}
+		id, servers, err := s.ResolveAliasAny(ctx, roomIDOrAlias)
+		if err != nil {
+			return "", err
+		}
+		roomID, via = id, append(via, append(servers, serverOfID(roomIDOrAlias))...)
+	}
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return "", httputil.InvalidParam("invalid room ID " + roomID)
+	}
+	if room, err := s.roomInfo(ctx, s.db, roomID); err == nil {
+		if ok, err := s.resident(ctx, room); err != nil {
+			return "", err
+		} else if ok || s.fed == nil {
+			return s.Knock(ctx, userID, roomID, reason)
+		}
+	} else if s.fed == nil {
+		return "", err
+	}
+	via = append(via, serverOfID(roomID))
+	var tried []string
+	var lastErr error
+	for _, srv := range via {
+		if srv == "" || srv == s.serverName || slices.Contains(tried, srv) {
+			continue
+		}
+		tried = append(tried, srv)
+		if !s.fed.allowed(srv) {
+			lastErr = httputil.Forbidden(srv + " is not a federation partner of this server")
+			continue
+		}
+		if lastErr = s.knockRemote(ctx, srv, roomID, userID, reason); lastErr == nil {
+			return roomID, nil
+		}
+		slog.WarnContext(ctx, "remote knock failed", "room_id", roomID, "server", srv, "err", lastErr)
+		var he *httputil.Error
+		if errors.As(lastErr, &he) && he.Status == http.StatusForbidden {
+			return "", lastErr
+		}
+	}
+	if lastErr == nil {
+		return "", httputil.NotFound("room " + roomID + " is not known here and no server to knock through was given")
+	}
+	var he *httputil.Error
+	if errors.As(lastErr, &he) {
+		return "", lastErr
+	}
+	return "", httputil.Errorf(http.StatusBadGateway, "M_UNKNOWN", "could not knock on %s through %s", roomID, strings.Join(tried, ", "))
+}
+
+func (s *Service) knockRemote(ctx context.Context, server, roomID, userID, reason string) error {
+	if err := s.checkRemoteMembership(ctx, roomID, userID, userID, []byte(`{"membership":"knock"}`)); err != nil {
+		return err
+	}
+	us := spec.ServerName(s.serverName)
+	versions := make([]gomatrixserverlib.RoomVersion, 0, len(supportedVersions))
+	for _, v := range supportedVersions {
+		versions = append(versions, gomatrixserverlib.RoomVersion(v))
+	}
+	made, err := s.fed.client.MakeKnock(ctx, us, spec.ServerName(server), roomID, userID, versions)
+	if err != nil {
+		return remoteError("make_knock on "+server, err)
+	}
+	impl, ok := versionImpl(string(made.RoomVersion))
+	if !ok {
+		return errUnsupportedVersion(string(made.RoomVersion))
+	}
+	pe := made.KnockEvent
+	if pe.Type != spec.MRoomMember || pe.SenderID != userID || pe.StateKey == nil || *pe.StateKey != userID || pe.RoomID != roomID {
+		return fmt.Errorf("make_knock on %s returned a template for something else", server)
+	}
+	content := map[string]any{"membership": spec.Knock}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	dn, av, err := s.profile(ctx, userID)
+	if err != nil && !errors.Is(err, ErrUnknownUser) {
+		return fmt.Errorf("profile of %s: %w", userID, err)
+	}
+	setProfile(content, dn, av)
+	pe.Content = mustJSON(content)
+	pe.Version = impl
+	knock, err := impl.NewEventBuilderFromProtoEvent(&pe).Build(s.now(), us, gomatrixserverlib.KeyID(s.key.KeyID), s.key.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("build knock: %w", err)
+	}
+	// send_knock by hand: the stripped state is kept as the bytes sent
+	req := fclient.NewFederationRequest("PUT", us, spec.ServerName(server),
+		"/_matrix/federation/v1/send_knock/"+url.PathEscape(roomID)+"/"+url.PathEscape(knock.EventID()))
+	if err := req.SetContent(json.RawMessage(knock.JSON())); err != nil {
+		return err
+	}
+	if err := req.Sign(us, gomatrixserverlib.KeyID(s.key.KeyID), s.key.PrivateKey); err != nil {
+		return err
+	}
+	hreq, err := req.HTTPRequest()
+	if err != nil {
+		return err
+	}
+	var res struct {
+		KnockRoomState []json.RawMessage `json:"knock_room_state"`
+	}
+	if err := s.fed.client.DoRequestAndParseResponse(ctx, hreq, &res); err != nil {
+		return remoteError("send_knock on "+server, err)
+	}
+	stripped := []json.RawMessage{}
+	for _, st := range res.KnockRoomState {
+		if json.Valid(st) && len(st) > 0 && st[0] == '{' {
+			stripped = append(stripped, st)
+		}
+	}
+	if err := knock.SetUnsignedField("knock_room_state", stripped); err != nil {
+		return fmt.Errorf("keep knock state: %w", err)
+	}
+	return s.db.Transact(ctx, func(tx *storage.DB) error {
+		room, err := s.ensureRoomRow(ctx, tx, roomID, string(impl.Version()), "")
+		if err != nil {
+			return err
+		}
+		if err := tx.LockRoom(ctx, roomID); err != nil {
+			return err
+		}
+		return s.storeOutOfBand(ctx, tx, room, knock, userID, spec.Knock)
+	})
 }
