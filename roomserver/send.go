@@ -88,6 +88,9 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// The reference hash behind the event ID is computed on first use and
+	// cached: do it here, not in the serial commit goroutine.
+	prebuilt.EventID()
 	var eventID string
 	err = s.db.Transact(ctx, func(tx *storage.DB) error {
 		w, err := s.openWriter(ctx, tx, room)

@@ -56,14 +56,15 @@ func main() {
 	fanoutMsgs := flag.Int("fanout-messages", 100, "messages sent into the fan-out room")
 	rooms := flag.Int("rooms", 100, "rooms for the initial sync measurement")
 	perRoom := flag.Int("room-messages", 20, "messages per room for the initial sync measurement")
+	only := flag.String("only", "", "run only this phase: send, fanout or sync (cold start and RSS are always measured)")
 	flag.Parse()
-	if err := run(*binary, *senders, *messages, *members, *fanoutMsgs, *rooms, *perRoom); err != nil {
+	if err := run(*binary, *only, *senders, *messages, *members, *fanoutMsgs, *rooms, *perRoom); err != nil {
 		fmt.Fprintln(os.Stderr, "praxisbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(binary string, senders, messages, members, fanoutMsgs, rooms, perRoom int) error {
+func run(binary, only string, senders, messages, members, fanoutMsgs, rooms, perRoom int) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "praxisbench-")
 	if err != nil {
@@ -100,14 +101,20 @@ func run(binary string, senders, messages, members, fanoutMsgs, rooms, perRoom i
 	time.Sleep(500 * time.Millisecond)
 	b.record("rss_idle", b.rssMiB("VmRSS"), "MiB", "≤ 30")
 
-	if err := b.sendThroughput(ctx, senders, messages); err != nil {
-		return fmt.Errorf("send throughput: %w", err)
+	if only == "" || only == "send" {
+		if err := b.sendThroughput(ctx, senders, messages); err != nil {
+			return fmt.Errorf("send throughput: %w", err)
+		}
 	}
-	if err := b.fanout(ctx, members, fanoutMsgs); err != nil {
-		return fmt.Errorf("fan-out: %w", err)
+	if only == "" || only == "fanout" {
+		if err := b.fanout(ctx, members, fanoutMsgs); err != nil {
+			return fmt.Errorf("fan-out: %w", err)
+		}
 	}
-	if err := b.initialSync(ctx, rooms, perRoom); err != nil {
-		return fmt.Errorf("initial sync: %w", err)
+	if only == "" || only == "sync" {
+		if err := b.initialSync(ctx, rooms, perRoom); err != nil {
+			return fmt.Errorf("initial sync: %w", err)
+		}
 	}
 	b.record("rss_peak", b.rssMiB("VmHWM"), "MiB", "")
 	b.table()
