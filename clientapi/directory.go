@@ -19,7 +19,17 @@ type aliasResponse struct {
 }
 
 // resolveAlias serves GET /_matrix/client/v3/directory/room/{roomAlias}.
+// A coupling code's alias resolves to the code's lobby (internal/care).
 func (a *API) resolveAlias(r *http.Request) (*aliasResponse, error) {
+	if a.Care != nil {
+		lobby, ok, err := a.Care.ResolveAlias(r.Context(), r.PathValue("roomAlias"))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &aliasResponse{RoomID: lobby, Servers: []string{a.Users.ServerName()}}, nil
+		}
+	}
 	roomID, servers, err := a.Rooms.ResolveAliasAny(r.Context(), r.PathValue("roomAlias"))
 	if err != nil {
 		return nil, err

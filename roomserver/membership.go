@@ -160,12 +160,17 @@ func (s *Service) aliasRoom(ctx context.Context, alias string) (string, error) {
 // ID. Joining a room one is already in changes nothing.
 func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string) (string, error) {
 	if s.policy != nil && strings.HasPrefix(roomIDOrAlias, "#") {
-		if roomID, err := s.policy.JoinAlias(ctx, userID, roomIDOrAlias); err != nil || roomID != "" {
+		if roomID, err := s.policy.JoinVirtual(ctx, userID, roomIDOrAlias); err != nil || roomID != "" {
 			return roomID, err
 		}
 	}
 	roomID, err := s.ResolveRoom(ctx, roomIDOrAlias)
 	if err != nil {
+		if s.policy != nil && strings.HasPrefix(roomIDOrAlias, "!") {
+			if vroom, verr := s.policy.JoinVirtual(ctx, userID, roomIDOrAlias); verr != nil || vroom != "" {
+				return vroom, verr
+			}
+		}
 		return "", err
 	}
 	dn, av, err := s.profile(ctx, userID)

@@ -21,10 +21,12 @@ type Policy interface {
 	// transaction (or the database when the event is pre-built outside
 	// one). An error refuses the event; nothing is written.
 	CheckEvent(ctx context.Context, db *storage.DB, ev PolicyEvent) error
-	// JoinAlias may serve a join by alias itself (a coupling code): it
-	// returns the room the user is now joined to, or "" to let the
-	// normal alias resolution go on.
-	JoinAlias(ctx context.Context, userID, alias string) (roomID string, err error)
+	// JoinVirtual may serve a join to an address that names no room of
+	// this server itself (a coupling code's alias, or the lobby room ID
+	// that alias resolves to): it returns the room the user is now
+	// joined to, or "" to let the normal resolution go on. It is asked
+	// before an alias is resolved and after a room ID was not found.
+	JoinVirtual(ctx context.Context, userID, address string) (roomID string, err error)
 	// Written learns of events after they committed. It runs on the
 	// writer's goroutine before the write returns: keep it short.
 	Written(ctx context.Context, evs []PolicyEvent)

@@ -105,8 +105,8 @@ func (s *Service) CreateCode(ctx context.Context, actor, practiceID, kind string
 	}
 	c.Alias, c.Link = s.CouplingAlias(c.Code), s.CouplingLink(c.Code)
 	err := s.db.Transact(ctx, func(tx *storage.DB) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO care_codes (code_hash, code_id, practice_id, kind, created_by, created_ts, expires_ts) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			hashCode(c.Code), c.CodeID, practiceID, kind, actor, c.CreatedTS, c.ExpiresTS); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO care_codes (code_hash, code_id, practice_id, kind, created_by, created_ts, expires_ts, lobby_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			hashCode(c.Code), c.CodeID, practiceID, kind, actor, c.CreatedTS, c.ExpiresTS, hashCode(lobbyLocalpart(c.Code))); err != nil {
 			return fmt.Errorf("store code: %w", err)
 		}
 		// never the code itself: the audit log is kept forever
@@ -176,14 +176,56 @@ func couplingContent(c *Coupling) json.RawMessage {
 	return b
 }
 
-// JoinAlias serves a join by alias (roomserver.Policy): #couple-<code>
-// of this server redeems the code; any other alias is not ours.
-func (s *Service) JoinAlias(ctx context.Context, userID, alias string) (string, error) {
-	local, server, ok := strings.Cut(strings.TrimPrefix(alias, "#"), ":")
-	if !ok || server != s.serverName || !strings.HasPrefix(local, AliasPrefix) {
-		return "", nil
+// JoinVirtual serves a join to an address that names no room of this
+// server (roomserver.Policy): #couple-<code> redeems the code, and so does
+// the code's lobby room ID (what the alias resolves to for clients that
+// look it up before joining). Any other address is not ours: "".
+func (s *Service) JoinVirtual(ctx context.Context, userID, address string) (string, error) {
+	if code, ok := s.aliasCode(address); ok {
+		return s.Redeem(ctx, userID, code)
 	}
-	return s.Redeem(ctx, userID, strings.TrimPrefix(local, AliasPrefix))
+	codeHash, err := s.lobbyCode(ctx, address)
+	if err != nil || codeHash == "" {
+		return "", err
+	}
+	return s.redeem(ctx, userID, codeHash)
+}
+
+// aliasCode returns the code of a coupling alias of this server.
+func (s *Service) aliasCode(alias string) (string, bool) {
+	local, server, ok := strings.Cut(strings.TrimPrefix(alias, "#"), ":")
+	if !strings.HasPrefix(alias, "#") || !ok || server != s.serverName || !strings.HasPrefix(local, AliasPrefix) {
+		return "", false
+	}
+	return strings.TrimPrefix(local, AliasPrefix), true
+}
+
+// codeRow is a stored coupling code.
+type codeRow struct {
+	practiceID, kind, codeID string
+	expires, uses            int64
+	revoked                  bool
+}
+
+// usableCode reads a code by its hash: 404 when unknown, 403 saying why
+// when it can no longer be used.
+func (s *Service) usableCode(ctx context.Context, db *storage.DB, codeHash string) (*codeRow, error) {
+	var c codeRow
+	err := db.QueryRow(ctx, `SELECT practice_id, kind, code_id, expires_ts, uses, revoked FROM care_codes WHERE code_hash = $1`, codeHash).
+		Scan(&c.practiceID, &c.kind, &c.codeID, &c.expires, &c.uses, &c.revoked)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, httputil.NotFound("unknown coupling code")
+	case err != nil:
+		return nil, fmt.Errorf("look up coupling code: %w", err)
+	case c.revoked:
+		return nil, httputil.Forbidden("this coupling code was withdrawn by the practice")
+	case c.expires != 0 && s.now().UnixMilli() >= c.expires:
+		return nil, httputil.Forbidden("this coupling code has expired; ask the practice for a new one")
+	case c.kind == CodePatient && c.uses > 0:
+		return nil, httputil.Forbidden("this coupling code was already used; ask the practice for a new one")
+	}
+	return &c, nil
 }
 
 // Redeem couples a patient with the code's practice: a fresh encrypted
@@ -192,6 +234,10 @@ func (s *Service) JoinAlias(ctx context.Context, userID, alias string) (string, 
 // are encrypted to their devices, the patient joined, and a request on
 // the practice's board. It returns the room ID.
 func (s *Service) Redeem(ctx context.Context, userID, code string) (string, error) {
+	return s.redeem(ctx, userID, hashCode(code))
+}
+
+func (s *Service) redeem(ctx context.Context, userID, codeHash string) (string, error) {
 	acc, err := s.users.Account(ctx, userID)
 	if err != nil {
 		return "", wrap(err, "account of %s", userID)
@@ -203,26 +249,13 @@ func (s *Service) Redeem(ctx context.Context, userID, code string) (string, erro
 	// Claim the code first, so that two patients racing for one
 	// single-use code cannot both get a room.
 	var practiceID, kind, codeID string
-	now := s.now()
 	err = s.db.Transact(ctx, func(tx *storage.DB) error {
-		var expires int64
-		var uses int64
-		var revoked bool
-		err := tx.QueryRow(ctx, `SELECT practice_id, kind, code_id, expires_ts, uses, revoked FROM care_codes WHERE code_hash = $1`, hashCode(code)).
-			Scan(&practiceID, &kind, &codeID, &expires, &uses, &revoked)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return httputil.NotFound("unknown coupling code")
-		case err != nil:
-			return fmt.Errorf("look up coupling code: %w", err)
-		case revoked:
-			return httputil.Forbidden("this coupling code was withdrawn by the practice")
-		case expires != 0 && now.UnixMilli() >= expires:
-			return httputil.Forbidden("this coupling code has expired; ask the practice for a new one")
-		case kind == CodePatient && uses > 0:
-			return httputil.Forbidden("this coupling code was already used; ask the practice for a new one")
+		c, err := s.usableCode(ctx, tx, codeHash)
+		if err != nil {
+			return err
 		}
-		res, err := tx.Exec(ctx, `UPDATE care_codes SET uses = uses + 1 WHERE code_hash = $1 AND (kind = 'practice' OR uses = 0)`, hashCode(code))
+		practiceID, kind, codeID = c.practiceID, c.kind, c.codeID
+		res, err := tx.Exec(ctx, `UPDATE care_codes SET uses = uses + 1 WHERE code_hash = $1 AND (kind = 'practice' OR uses = 0)`, codeHash)
 		if err != nil {
 			return fmt.Errorf("use coupling code: %w", err)
 		}
@@ -241,7 +274,7 @@ func (s *Service) Redeem(ctx context.Context, userID, code string) (string, erro
 		return "", err
 	}
 	release := func() {
-		if _, err := s.db.Exec(ctx, `UPDATE care_codes SET uses = uses - 1 WHERE code_hash = $1 AND uses > 0`, hashCode(code)); err != nil {
+		if _, err := s.db.Exec(ctx, `UPDATE care_codes SET uses = uses - 1 WHERE code_hash = $1 AND uses > 0`, codeHash); err != nil {
 			slog.WarnContext(ctx, "release coupling code", "code_id", codeID, "err", err)
 		}
 	}
