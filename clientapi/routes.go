@@ -103,6 +103,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("GET "+v1+"/rooms/{roomId}/relations/{eventId}/{relType}", authed(a, a.relations))
 	mux.Handle("GET "+v1+"/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", authed(a, a.relations))
 	mux.Handle("GET "+v1+"/rooms/{roomId}/threads", authed(a, a.threads))
+	mux.Handle("POST "+v3+"/search", authed(a, a.search)) // server-side search (search.go)
 	// directory reads: aliases, public rooms, user directory (directory.go)
 	mux.Handle("GET "+v3+"/directory/room/{roomAlias}", open(a.resolveAlias))
 	mux.Handle("GET "+v3+"/rooms/{roomId}/aliases", authed(a, a.roomAliases))
