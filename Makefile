@@ -5,7 +5,7 @@ TAGS    := goolm
 BIN     := bin
 DATA    ?= ./data
 
-.PHONY: all build run test test-short vet bench clean
+.PHONY: all build run test test-short vet bench bench-components clean
 
 all: build
 
@@ -31,6 +31,14 @@ test-short:
 # Benchmark program against the real binary (see docs/performance.md).
 bench: build
 	$(GO) run -tags $(TAGS) ./cmd/praxisbench --binary $(BIN)/praxis
+	$(MAKE) bench-components
+
+# The component benchmarks of the end-to-end key server (upload, claim,
+# query of 50 users, to-device fan-out p99), media (1 MiB upload/download
+# with 4 clients, thumbnails) and the TURN relay (20 relayed calls: loss,
+# latency, cores). About a minute and a half.
+bench-components:
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -count=1 ./crypto/keyserver ./internal/media ./internal/call/turn
 
 clean:
 	rm -rf $(BIN)
