@@ -31,10 +31,9 @@ import (
 // (todevice.Remote), and changes of our users' devices go to every server
 // sharing a room with them as m.device_list_update EDUs.
 //
-// Remote users' keys are never cached: every /keys/query asks their
-// server. A device-list EDU is therefore only a change notification — it
-// marks the user changed so local clients re-query — and a gap in
-// prev_id cannot leave stale keys behind.
+// Remote users' keys are cached (e2ee_cache.go) and kept current by the
+// device-list and signing-key EDUs; each EDU also marks the user changed
+// so local clients re-query.
 
 // KeyService is the key server as federation needs it.
 type KeyService interface {
@@ -171,10 +170,10 @@ func (e *E2EE) do(ctx context.Context, method, dest, path string, body, out any)
 	return e.API.Client.DoRequestAndParseResponse(ctx, hreq, out)
 }
 
-// QueryKeys implements keyserver.Remote: the signed objects are kept as
-// the bytes the remote server sent, and only its own users' keys are
+// queryLive asks server for its users' keys: the signed objects are kept
+// as the bytes the remote server sent, and only its own users' keys are
 // taken.
-func (e *E2EE) QueryKeys(ctx context.Context, server string, deviceKeys map[string][]string) (*keyserver.QueryResponse, error) {
+func (e *E2EE) queryLive(ctx context.Context, server string, deviceKeys map[string][]string) (*keyserver.QueryResponse, error) {
 	var res struct {
 		DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
 		MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
@@ -310,11 +309,16 @@ func (e *E2EE) DirectToDevice(ctx context.Context, origin spec.ServerName, conte
 }
 
 // DeviceListUpdate handles m.device_list_update: the user's devices
-// changed on origin, so local room-mates re-query their keys.
+// changed on origin; the cache follows and local room-mates re-query.
 func (e *E2EE) DeviceListUpdate(ctx context.Context, origin spec.ServerName, content json.RawMessage) error {
 	userID := gjson.GetBytes(content, "user_id").String()
 	if serverOfID(userID) != string(origin) {
 		return fmt.Errorf("m.device_list_update from %s about %s (another server's user)", origin, userID)
+	}
+	if e.DB != nil {
+		if err := e.applyDeviceListUpdate(ctx, userID, content); err != nil {
+			slog.WarnContext(ctx, "device-list update not applied to the cache", "user_id", userID, "err", err)
+		}
 	}
 	return e.Keys.MarkDeviceListChanged(ctx, userID)
 }
@@ -325,6 +329,11 @@ func (e *E2EE) SigningKeyUpdate(ctx context.Context, origin spec.ServerName, con
 	userID := gjson.GetBytes(content, "user_id").String()
 	if serverOfID(userID) != string(origin) {
 		return fmt.Errorf("m.signing_key_update from %s about %s (another server's user)", origin, userID)
+	}
+	if e.DB != nil {
+		if err := e.applySigningKeyUpdate(ctx, userID, content); err != nil {
+			slog.WarnContext(ctx, "signing-key update not applied to the cache", "user_id", userID, "err", err)
+		}
 	}
 	return e.Keys.MarkDeviceListChanged(ctx, userID)
 }

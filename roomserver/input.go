@@ -143,40 +143,42 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 	}
 
 	// 1. Auth events, fetched if missing (as outliers).
-	budget := maxAuthFetch
-	if err := s.ensureAuthEvents(ctx, room, pdu, remote, &budget, 0); err != nil {
-		return "", err
+	if !allStored(pdu.AuthEventIDs(), known) {
+		budget := maxAuthFetch
+		if err := s.ensureAuthEvents(ctx, room, pdu, remote, &budget, 0); err != nil {
+			return "", err
+		}
+		if known, err = s.knownEvents(ctx, s.db, append(append([]string{}, pdu.PrevEventIDs()...), pdu.AuthEventIDs()...)); err != nil {
+			return "", err
+		}
 	}
-	authPDUs, _, err := s.pdusByID(ctx, s.db, room, pdu.AuthEventIDs())
+	authPDUs, err := s.pdusOf(ctx, room, pdu.AuthEventIDs(), known)
 	if err != nil {
 		return "", err
 	}
-	if reason := s.checkAuthEvents(ctx, room, pdu, authPDUs); reason != "" {
+	if reason := s.checkAuthEventsKnown(ctx, room, pdu, authPDUs, known); reason != "" {
 		slog.InfoContext(ctx, "federated event rejected by its auth events", "event_id", pdu.EventID(), "room_id", room.id, "reason", reason)
 		return InputRejected, s.storeOutlier(ctx, room, pdu, true)
 	}
 
-	// 2. Prev events: fill a gap from the origin, then the state before.
-	if err := s.ensurePrevEvents(ctx, room, pdu, remote); err != nil {
-		return "", err
-	}
-	prevs, err := s.knownEvents(ctx, s.db, pdu.PrevEventIDs())
-	if err != nil {
-		return "", err
+	// 2. Prev events: fill a gap from the origin.
+	if !allStored(pdu.PrevEventIDs(), known) {
+		if err := s.ensurePrevEvents(ctx, room, pdu, remote); err != nil {
+			return "", err
+		}
+		if known, err = s.knownEvents(ctx, s.db, pdu.PrevEventIDs()); err != nil {
+			return "", err
+		}
 	}
 	var prevList []knownEvent
 	for _, id := range pdu.PrevEventIDs() {
-		k, ok := prevs[id]
+		k, ok := known[id]
 		if !ok || k.outlier {
 			return "", fmt.Errorf("event %s: %w", pdu.EventID(), ErrMissingPrevEvents)
 		}
 		if !k.rejected {
 			prevList = append(prevList, k)
 		}
-	}
-	before, beforeGroup, err := s.stateAfterAll(ctx, room, prevList)
-	if err != nil {
-		return "", err
 	}
 
 	var outcome InputOutcome
@@ -185,7 +187,34 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		if err != nil {
 			return err
 		}
-		// Check against the state before the event.
+		needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu}).Tuples()
+		needed = append(needed, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomCreate})
+		if err := w.load(ctx, needed); err != nil {
+			return err
+		}
+		if w.group != 0 && sameSet(pdu.PrevEventIDs(), w.extremities) && statesAre(prevList, w.group) {
+			// The common case: the event extends the room's head, so the
+			// state before it is the current state (one check serves as
+			// both), and it is persisted exactly like a local event.
+			if err := gomatrixserverlib.Allowed(pdu, w, userIDForSender); err != nil {
+				slog.InfoContext(ctx, "federated event rejected by the state before it", "event_id", pdu.EventID(), "room_id", room.id, "reason", err.Error())
+				outcome = InputRejected
+				return s.insertOutlier(ctx, tx, room, pdu, true)
+			}
+			outcome = InputAccepted
+			if _, err := w.persist(ctx, pdu, "", ""); err != nil {
+				return err
+			}
+			_, err = w.finish(ctx)
+			return err
+		}
+
+		// A fork: the state before the event is that after its prev
+		// events, resolved if they differ.
+		before, beforeGroup, err := s.stateAfterAll(ctx, room, prevList)
+		if err != nil {
+			return err
+		}
 		provider, err := s.authProvider(ctx, tx, room, before, pdu)
 		if err != nil {
 			return err
@@ -196,25 +225,13 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 			return s.insertOutlier(ctx, tx, room, pdu, true)
 		}
 		// Soft-fail against the current state.
-		needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu}).Tuples()
-		needed = append(needed, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomCreate})
-		if err := w.load(ctx, needed); err != nil {
-			return err
-		}
 		if err := gomatrixserverlib.Allowed(pdu, w, userIDForSender); err != nil {
 			slog.InfoContext(ctx, "federated event soft-failed against current state", "event_id", pdu.EventID(), "room_id", room.id)
 			outcome = InputSoftFailed
 			return s.insertSoftFailed(ctx, tx, room, pdu, beforeGroup, before)
 		}
 		outcome = InputAccepted
-		linear := w.group != 0 && beforeGroup == w.group && sameSet(pdu.PrevEventIDs(), w.extremities)
-		if linear {
-			// The common case: the event extends the room's one head,
-			// exactly like a local event.
-			if _, err := w.persist(ctx, pdu, "", ""); err != nil {
-				return err
-			}
-		} else if err := s.persistFork(ctx, w, pdu, before, beforeGroup); err != nil {
+		if err := s.persistFork(ctx, w, pdu, before, beforeGroup); err != nil {
 			return err
 		}
 		_, err = w.finish(ctx)
@@ -224,6 +241,58 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		return "", fmt.Errorf("input event %s: %w", pdu.EventID(), err)
 	}
 	return outcome, nil
+}
+
+// allStored reports whether every ID is stored and not an outlier-only
+// placeholder we still need (auth events may be outliers).
+func allStored(ids []string, known map[string]knownEvent) bool {
+	for _, id := range ids {
+		if _, ok := known[id]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// statesAre reports whether the state after every prev event is group.
+func statesAre(prevs []knownEvent, group int64) bool {
+	if len(prevs) == 0 {
+		return false
+	}
+	for _, p := range prevs {
+		if p.stateAfter() != group {
+			return false
+		}
+	}
+	return true
+}
+
+// pdusOf returns the stored events with the given IDs, from the cache
+// where it has them.
+func (s *Service) pdusOf(ctx context.Context, room *roomInfo, ids []string, known map[string]knownEvent) (map[string]gomatrixserverlib.PDU, error) {
+	out := make(map[string]gomatrixserverlib.PDU, len(ids))
+	var missing []int64
+	for _, id := range ids {
+		k, ok := known[id]
+		if !ok {
+			continue
+		}
+		if p, ok := s.events.get(k.nid); ok {
+			out[id] = p
+		} else {
+			missing = append(missing, k.nid)
+		}
+	}
+	if len(missing) > 0 {
+		got, err := s.loadPDUs(ctx, s.db, room, missing)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range got {
+			out[p.EventID()] = p
+		}
+	}
+	return out, nil
 }
 
 func sameSet(a, b []string) bool {
@@ -242,9 +311,17 @@ func sameSet(a, b []string) bool {
 // they must be stored, not rejected, of this room, and allow the event.
 // It returns the reason for rejection, "" if none.
 func (s *Service) checkAuthEvents(ctx context.Context, room *roomInfo, pdu gomatrixserverlib.PDU, auth map[string]gomatrixserverlib.PDU) string {
-	known, err := s.knownEvents(ctx, s.db, pdu.AuthEventIDs())
-	if err != nil {
-		return "cannot read auth events"
+	return s.checkAuthEventsKnown(ctx, room, pdu, auth, nil)
+}
+
+// checkAuthEventsKnown is checkAuthEvents with what the caller already
+// knows about the auth events (nil: look them up).
+func (s *Service) checkAuthEventsKnown(ctx context.Context, room *roomInfo, pdu gomatrixserverlib.PDU, auth map[string]gomatrixserverlib.PDU, known map[string]knownEvent) string {
+	if known == nil {
+		var err error
+		if known, err = s.knownEvents(ctx, s.db, pdu.AuthEventIDs()); err != nil {
+			return "cannot read auth events"
+		}
 	}
 	list := make([]gomatrixserverlib.PDU, 0, len(auth))
 	for _, id := range pdu.AuthEventIDs() {

@@ -122,19 +122,23 @@ func (s *Sender) Run(ctx context.Context) {
 // round discovers destinations, queues EDUs from the stream and starts a
 // worker for every destination that has work and is not backing off.
 func (s *Sender) round(ctx context.Context, wg *sync.WaitGroup) error {
-	// Discovery scans memberships; once a second is enough, because a new
-	// destination starts from its users' join position, not from now.
-	if s.now().Sub(s.lastDiscover) >= time.Second {
+	// The membership scan catches destinations whose events predate the
+	// stream tail (first start, upgrades); once a minute is plenty. The
+	// event tail catches every new one, exactly from the event on.
+	if s.now().Sub(s.lastDiscover) >= time.Minute {
 		if err := s.discover(ctx); err != nil {
 			return err
 		}
 		s.lastDiscover = s.now()
 	}
+	if err := s.discoverFromEvents(ctx); err != nil {
+		return err
+	}
 	if err := s.tailEDUs(ctx); err != nil {
 		return err
 	}
-	rows, err := s.db.Query(ctx, `SELECT server_name FROM federation_destinations WHERE retry_at_ts <= $1 AND server_name <> $2`,
-		s.now().UnixMilli(), tailerRow)
+	rows, err := s.db.Query(ctx, `SELECT server_name FROM federation_destinations WHERE retry_at_ts <= $1 AND server_name NOT LIKE '!%'`,
+		s.now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("list destinations: %w", err)
 	}
@@ -217,6 +221,83 @@ func (s *Sender) discover(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// discoverRow holds the position up to which our events have been
+// scanned for new destinations.
+const discoverRow = "!discover"
+
+// discoverFromEvents looks at our events since the last scan and creates
+// a destination row, starting just before the event, for every remote
+// server the event must reach: servers with a joined member in its room
+// and the server of a membership event's subject. A user who leaves right
+// after joining still has the leave delivered.
+func (s *Sender) discoverFromEvents(ctx context.Context) error {
+	head := s.notifier.Position()
+	if _, err := s.db.Exec(ctx, `INSERT INTO federation_destinations (server_name, sent_pos) VALUES ($1, $2) ON CONFLICT (server_name) DO NOTHING`,
+		discoverRow, head); err != nil {
+		return fmt.Errorf("create discovery row: %w", err)
+	}
+	var from int64
+	if err := s.db.QueryRowWrite(ctx, `SELECT sent_pos FROM federation_destinations WHERE server_name = $1`, discoverRow).Scan(&from); err != nil {
+		return fmt.Errorf("read discovery position: %w", err)
+	}
+	if from >= head {
+		return nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT MIN(e.stream_pos), r.room_id FROM events e JOIN rooms r ON r.room_nid = e.room_nid
+		WHERE e.stream_pos > $1 AND e.stream_pos <= $2 AND e.sender LIKE $3 AND NOT e.outlier AND NOT e.rejected
+		GROUP BY r.room_id`, from, head, "%:"+s.serverName)
+	if err != nil {
+		return fmt.Errorf("scan events for destinations: %w", err)
+	}
+	first := map[string]int64{} // room → first new event of ours
+	for rows.Next() {
+		var pos int64
+		var room string
+		if err := rows.Scan(&pos, &room); err != nil {
+			rows.Close()
+			return err
+		}
+		first[room] = pos
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	servers := map[string]int64{}
+	for room, pos := range first {
+		// joined servers now, plus servers whose members were in the room
+		// as of our event (a leave or kick must still reach them)
+		rs, err := s.db.Query(ctx, `SELECT m.user_id FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+			WHERE r.room_id = $1 AND m.user_id NOT LIKE $2 AND (m.membership = 'join' OR m.stream_pos >= $3)`, room, "%:"+s.serverName, pos)
+		if err != nil {
+			return fmt.Errorf("servers of %s: %w", room, err)
+		}
+		for rs.Next() {
+			var u string
+			if err := rs.Scan(&u); err != nil {
+				rs.Close()
+				return err
+			}
+			if _, server, _ := strings.Cut(u, ":"); server != "" {
+				if p, ok := servers[server]; !ok || pos < p {
+					servers[server] = pos
+				}
+			}
+		}
+		rs.Close()
+	}
+	return s.db.Transact(ctx, func(tx *storage.DB) error {
+		for server, pos := range servers {
+			if _, err := tx.Exec(ctx, `INSERT INTO federation_destinations (server_name, sent_pos) VALUES ($1, $2)
+				ON CONFLICT (server_name) DO NOTHING`, server, pos-1); err != nil {
+				return fmt.Errorf("add destination %s: %w", server, err)
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE federation_destinations SET sent_pos = $1 WHERE server_name = $2 AND sent_pos < $1`, head, discoverRow)
+		return err
+	})
 }
 
 // lease takes or renews the lease on a destination row.

@@ -182,3 +182,23 @@ func joinFromHS1(t *testing.T, hs1, hs2 *hstest.Server, roomID, userID string) {
 		t.Fatalf("join over federation: %v %+v", err, res.PDUs)
 	}
 }
+
+// A kick right after a remote user joined still reaches the user's
+// server, although it then has nobody joined in the room.
+func TestSenderDeliversKickOfLastRemoteMember(t *testing.T) {
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
+	ctx := context.Background()
+	alice := hs2.Register(t, "alice")
+	resp, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joinFromHS1(t, hs1, hs2, resp.RoomID.String(), "@bob:hs1.test")
+	if _, err := alice.KickUser(ctx, resp.RoomID, &mautrix.ReqKickUser{UserID: "@bob:hs1.test"}); err != nil {
+		t.Fatal(err)
+	}
+	var kickID string
+	hs2.DB.QueryRow(ctx, `SELECT event_id FROM events WHERE type = 'm.room.member' AND state_key = '@bob:hs1.test' ORDER BY stream_pos DESC LIMIT 1`).Scan(&kickID)
+	waitFor(t, 10*time.Second, "the kick to reach hs1", func() bool { return delivered(t, hs1, hs2, kickID) })
+}

@@ -42,7 +42,7 @@ const processTimeout = 2 * time.Minute
 // Rooms is the room authority as the processor needs it.
 type Rooms interface {
 	RoomVersion(ctx context.Context, roomID string) (string, error)
-	InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remote roomserver.RemoteEvents) (roomserver.InputOutcome, error)
+	InputPDUs(ctx context.Context, pdus []gomatrixserverlib.PDU, remote roomserver.RemoteEvents) ([]roomserver.InputOutcome, []error)
 	ServerAllowedByACL(ctx context.Context, roomID, server string) (bool, error)
 }
 
@@ -208,8 +208,9 @@ func (p *Processor) run(ctx context.Context, origin spec.ServerName, txnID strin
 		go func(pdus []gomatrixserverlib.PDU) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			for _, pdu := range pdus {
-				outcome, err := p.rooms.InputPDU(ctx, pdu, remote)
+			outcomes, errs := p.rooms.InputPDUs(ctx, pdus, remote)
+			for i, pdu := range pdus {
+				outcome, err := outcomes[i], errs[i]
 				res := PDUResult{}
 				switch {
 				case err != nil:
