@@ -155,6 +155,9 @@ func validateSend(req SendRequest) error {
 	if c == "" || c[0] != '{' || !json.Valid(req.Content) {
 		return httputil.BadJSON("event content must be a JSON object")
 	}
+	if !httputil.FiniteNumbers(req.Content) {
+		return httputil.BadJSON("event content has a number out of range")
+	}
 	if !pairedSurrogates(req.Content) {
 		return httputil.BadJSON("event content has an unpaired UTF-16 surrogate escape")
 	}

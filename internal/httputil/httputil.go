@@ -197,6 +197,9 @@ func Unmarshal(body []byte, v any) error {
 	if body[0] != '{' {
 		return BadJSON("request body must be a JSON object")
 	}
+	if !FiniteNumbers(body) {
+		return BadJSON("request body has a number out of range")
+	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return BadJSON("request body has the wrong shape: " + shortJSONError(err))
 	}
