@@ -226,10 +226,13 @@ func (e *E2EE) applyDeviceListUpdate(ctx context.Context, userID string, content
 		if err != nil {
 			return err
 		}
-		if cur != 0 && u.StreamID == cur {
-			return nil // a repeat
-		}
-		if cur == 0 || !slices.Contains(u.PrevID, cur) || u.DeviceID == "" {
+		switch {
+		case cur != 0 && u.StreamID < cur:
+			return nil // old news
+		case cur != 0 && u.StreamID == cur && !u.Deleted && len(u.Keys) > 0:
+			// one change can come as one EDU per device (ours do): each
+			// carries its device's keys under the same stream_id
+		case cur == 0 || !slices.Contains(u.PrevID, cur) || u.DeviceID == "":
 			gap = true
 			_, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE WHERE user_id = $1`, userID)
 			return err

@@ -209,3 +209,54 @@ func testFederatedE2EE(t *testing.T, n *hstest.Network) {
 	// and hs1 sees the colleague join through federation
 	waitFor(t, "hs1 to see the colleague's join", func() bool { return membershipOf(ctx, gp.Client, room, colleague.UserID) == "join" })
 }
+
+// hs1 caches hs2's users' keys: the device-list EDU for a new device
+// updates the cache without a query, and while hs2 is down the cached
+// keys are still served.
+func TestRemoteKeysCachedAndFollowedByEDUs(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
+	alice := hs1.Register(t, "alice")
+	bob := newE2EEClient(t, hs2.Register(t, "bob"))
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.locked(func() error {
+		_, err := bob.JoinRoom(ctx, created.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	devices := func() (int, map[string]any) {
+		resp, err := alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{bob.UserID: {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(resp.DeviceKeys[bob.UserID]), resp.Failures
+	}
+	if got, failures := devices(); got != 1 || len(failures) != 0 {
+		t.Fatalf("bob's devices seen from hs1: %d (failures %v), want 1", got, failures)
+	}
+	cached := func() int {
+		var c int
+		if err := hs1.DB.QueryRow(ctx, `SELECT COUNT(*) FROM remote_device_keys WHERE user_id = $1`, bob.UserID.String()).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	newE2EEClient(t, hs2.Login(t, "bob"))
+	waitFor(t, "the device-list EDU to reach hs1's cache", func() bool { return cached() == 2 })
+
+	n.SetDown("hs2.test", true)
+	if got, failures := devices(); got != 2 || len(failures) != 0 {
+		t.Fatalf("with hs2 down hs1 serves %d devices (failures %v), want the 2 cached", got, failures)
+	}
+	// a user hs1 never cached is a failure while hs2 is down
+	resp, err := alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{"@nobody:hs2.test": {}}})
+	if err != nil || resp.Failures["hs2.test"] == nil {
+		t.Fatalf("uncached user with hs2 down: failures %v, %v; want hs2.test", resp.Failures, err)
+	}
+	n.SetDown("hs2.test", false)
+}
