@@ -54,7 +54,7 @@ func openUIA[T any](fn func(r *http.Request) (T, error)) http.Handler {
 	})
 }
 
-func (a *API) uia() *auth.UIA { return &auth.UIA{Users: a.Users} }
+func (a *API) uia() *auth.UIA { return &auth.UIA{Users: a.Users, Codes: a.RegistrationCodes} }
 
 // clientIP is the address rate limits and device last-seen use: the TCP
 // peer. Behind a reverse proxy every client shares the proxy's address, so
@@ -167,6 +167,14 @@ func (a *API) register(r *http.Request) (*registerResponse, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A coupling code given at the token stage is taken before the
+	// account exists, so that a code used up meanwhile admits nobody.
+	coupling := false
+	if a.RegistrationCodes != nil {
+		if coupling, err = a.RegistrationCodes.ClaimRegistrationCode(r.Context(), sess.ID); err != nil {
+			return nil, err
+		}
+	}
 	reg := users.Registration{
 		Localpart: req.Username, Password: req.Password, DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName,
 		IP: clientIP(r), InhibitLogin: req.InhibitLogin, WithRefresh: req.RefreshToken, UIASession: sess.ID,
@@ -183,6 +191,9 @@ func (a *API) register(r *http.Request) (*registerResponse, error) {
 			break
 		}
 	}
+	if err != nil && coupling {
+		a.RegistrationCodes.ReleaseRegistrationCode(r.Context(), sess.ID)
+	}
 	if errors.Is(err, users.ErrUserInUse) {
 		return nil, httputil.Errorf(http.StatusBadRequest, "M_USER_IN_USE", "user ID already taken")
 	}
@@ -190,6 +201,15 @@ func (a *API) register(r *http.Request) (*registerResponse, error) {
 		return nil, err
 	}
 	slog.InfoContext(r.Context(), "account registered", "user_id", acct.UserID)
+	if coupling {
+		// the account exists whatever happens to its coupling room: a
+		// failure is logged, and the patient can still scan the code
+		if roomID, err := a.RegistrationCodes.CoupleRegistered(r.Context(), sess.ID, acct.UserID); err != nil {
+			slog.ErrorContext(r.Context(), "coupling at registration failed", "user_id", acct.UserID, "err", err)
+		} else {
+			slog.InfoContext(r.Context(), "coupled at registration", "user_id", acct.UserID, "room_id", roomID)
+		}
+	}
 	resp := &registerResponse{UserID: acct.UserID, HomeServer: a.Users.ServerName()}
 	if s != nil {
 		resp.AccessToken, resp.DeviceID, resp.RefreshToken, resp.ExpiresInMS = s.AccessToken, s.DeviceID, s.RefreshToken, s.ExpiresInMS
@@ -258,6 +278,9 @@ func (a *API) registrationTokenValidity(r *http.Request) (*validityResponse, err
 		return nil, httputil.MissingParam("token is required")
 	}
 	ok, err := a.Users.RegistrationTokenValid(r.Context(), tok)
+	if err == nil && !ok && a.RegistrationCodes != nil {
+		ok, err = a.RegistrationCodes.RegistrationCodeValid(r.Context(), tok)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -50,6 +50,9 @@ type API struct {
 	// Care is the health domain: contact policy on lookups, request board
 	// (care.go); nil = plain Matrix.
 	Care *care.Service
+	// RegistrationCodes lets coupling codes pass the registration token
+	// stage and couples the new account (care.go); nil = tokens only.
+	RegistrationCodes RegistrationCodes
 }
 
 // authed adapts a handler that needs a logged-in caller.

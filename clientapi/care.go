@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -20,6 +21,21 @@ import (
 // itself, through roomserver.Policy.
 
 const praxisV1 = "/_praxis/client/v1"
+
+// RegistrationCodes lets codes of another domain pass the registration
+// token stage and act on the account they admit: the care domain's
+// coupling codes, so that a patient registers and couples in one step.
+// Around the creation of the account: ClaimRegistrationCode takes the
+// code bound at the stage (reporting whether there was one),
+// ReleaseRegistrationCode gives it back if no account was created, and
+// CoupleRegistered couples the new account.
+type RegistrationCodes interface {
+	auth.RegistrationCodes
+	RegistrationCodeValid(ctx context.Context, code string) (bool, error)
+	ClaimRegistrationCode(ctx context.Context, sessionID string) (bool, error)
+	ReleaseRegistrationCode(ctx context.Context, sessionID string)
+	CoupleRegistered(ctx context.Context, sessionID, userID string) (roomID string, err error)
+}
 
 // careRegister serves POST /_matrix/client/v3/register: under the health
 // rules a self-registered account is a patient.

@@ -82,6 +82,17 @@ func WriteUIAError(w http.ResponseWriter, err error) bool {
 // database, so a client's next step may reach another process.
 type UIA struct {
 	Users *users.Service
+	// Codes, when set, lets another kind of code pass the registration
+	// token stage (the care domain's coupling codes).
+	Codes RegistrationCodes
+}
+
+// RegistrationCodes is a source of codes that pass the
+// m.login.registration_token stage besides the registration tokens:
+// BindRegistrationCode reports whether code is one of its codes and
+// usable, and if so remembers it for the register session.
+type RegistrationCodes interface {
+	BindRegistrationCode(ctx context.Context, sessionID, code string) (bool, error)
 }
 
 // UIARequest describes what a request needs.
@@ -185,6 +196,15 @@ func (u *UIA) Check(ctx context.Context, req UIARequest) (*users.UIASession, err
 			}
 			var next *users.UIASession
 			next, err = u.Users.UseRegistrationTokenStage(ctx, sess.ID, StageRegistrationToken, ad.Token)
+			if errors.Is(err, users.ErrInvalidRegistrationToken) && u.Codes != nil && req.Purpose == "register" {
+				var ok bool
+				if ok, err = u.Codes.BindRegistrationCode(ctx, sess.ID, ad.Token); err == nil {
+					err = users.ErrInvalidRegistrationToken
+					if ok {
+						next, err = u.Users.CompleteUIAStage(ctx, sess.ID, StageRegistrationToken)
+					}
+				}
+			}
 			if errors.Is(err, users.ErrInvalidRegistrationToken) {
 				return nil, challenge(sess, "M_UNAUTHORIZED", "invalid registration token")
 			}

@@ -228,6 +228,32 @@ func (s *Service) usableCode(ctx context.Context, db *storage.DB, codeHash strin
 	return &c, nil
 }
 
+// claimCode takes one use of a usable code inside tx; the conditional
+// update keeps two patients racing for a one-time code from both getting
+// it.
+func (s *Service) claimCode(ctx context.Context, tx *storage.DB, codeHash string) (*codeRow, error) {
+	c, err := s.usableCode(ctx, tx, codeHash)
+	if err != nil {
+		return nil, err
+	}
+	res, err := tx.Exec(ctx, `UPDATE care_codes SET uses = uses + 1 WHERE code_hash = $1 AND (kind = 'practice' OR uses = 0)`, codeHash)
+	if err != nil {
+		return nil, fmt.Errorf("use coupling code: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, httputil.Forbidden("this coupling code was already used; ask the practice for a new one")
+	}
+	return c, nil
+}
+
+// releaseCode gives back a use taken by claimCode when the patient did
+// not get a room after all.
+func (s *Service) releaseCode(ctx context.Context, codeHash, codeID string) {
+	if _, err := s.db.Exec(ctx, `UPDATE care_codes SET uses = uses - 1 WHERE code_hash = $1 AND uses > 0`, codeHash); err != nil {
+		slog.WarnContext(ctx, "release coupling code", "code_id", codeID, "err", err)
+	}
+}
+
 // Redeem couples a patient with the code's practice: a fresh encrypted
 // room between the patient and the practice (never shared by two
 // patients), on-duty staff invited so that the patient's first messages
@@ -250,18 +276,11 @@ func (s *Service) redeem(ctx context.Context, userID, codeHash string) (string, 
 	// single-use code cannot both get a room.
 	var practiceID, kind, codeID string
 	err = s.db.Transact(ctx, func(tx *storage.DB) error {
-		c, err := s.usableCode(ctx, tx, codeHash)
+		c, err := s.claimCode(ctx, tx, codeHash)
 		if err != nil {
 			return err
 		}
 		practiceID, kind, codeID = c.practiceID, c.kind, c.codeID
-		res, err := tx.Exec(ctx, `UPDATE care_codes SET uses = uses + 1 WHERE code_hash = $1 AND (kind = 'practice' OR uses = 0)`, codeHash)
-		if err != nil {
-			return fmt.Errorf("use coupling code: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return httputil.Forbidden("this coupling code was already used; ask the practice for a new one")
-		}
 		if s.enforce && acc.Kind == KindUser && !acc.IsAdmin {
 			// a self-registered account that couples is a patient
 			if _, err := tx.Exec(ctx, `UPDATE accounts SET kind = $1 WHERE user_id = $2`, KindPatient, userID); err != nil {
@@ -273,11 +292,7 @@ func (s *Service) redeem(ctx context.Context, userID, codeHash string) (string, 
 	if err != nil {
 		return "", err
 	}
-	release := func() {
-		if _, err := s.db.Exec(ctx, `UPDATE care_codes SET uses = uses - 1 WHERE code_hash = $1 AND uses > 0`, codeHash); err != nil {
-			slog.WarnContext(ctx, "release coupling code", "code_id", codeID, "err", err)
-		}
-	}
+	release := func() { s.releaseCode(ctx, codeHash, codeID) }
 	// Already coupled with this practice: the existing room, not a second
 	// one. A one-time code verifies an unverified coupling (the patient
 	// scanned the flyer at home, then got a code at the desk).

@@ -223,6 +223,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.Care = care.New(db, s.Users, s.Rooms, cfg.Care.Policy == "enforce")
 	s.Rooms.SetPolicy(s.Care)
 	api.Care = s.Care
+	api.RegistrationCodes = s.Care
 	api.Routes(s.clientMux)
 
 	// Admin API: on the client listener, or on its own when admin.listen
