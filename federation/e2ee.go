@@ -412,6 +412,7 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 	}
 	type edu struct {
 		dests   []string
+		typ     string
 		content []byte
 	}
 	var edus []edu
@@ -439,14 +440,24 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 		if len(devs.Devices) == 0 {
 			// every device is gone: say so for the user as a whole
 			b, _ := json.Marshal(map[string]any{"user_id": c.user, "device_id": "", "stream_id": c.pos, "prev_id": prevIDs, "deleted": true})
-			edus = append(edus, edu{dests, b})
+			edus = append(edus, edu{dests, "m.device_list_update", b})
 		}
 		for _, d := range devs.Devices {
 			b, _ := json.Marshal(map[string]any{
 				"user_id": c.user, "device_id": d.DeviceID, "device_display_name": d.DisplayName,
 				"stream_id": c.pos, "prev_id": prevIDs, "keys": d.Keys,
 			})
-			edus = append(edus, edu{dests, b})
+			edus = append(edus, edu{dests, "m.device_list_update", b})
+		}
+		// the change may have been to the cross-signing keys: send them
+		// along (device_list_changes does not say which it was)
+		if len(devs.MasterKey) > 0 {
+			sk := map[string]any{"user_id": c.user, "master_key": devs.MasterKey}
+			if len(devs.SelfSigningKey) > 0 {
+				sk["self_signing_key"] = devs.SelfSigningKey
+			}
+			b, _ := json.Marshal(sk)
+			edus = append(edus, edu{dests, "m.signing_key_update", b})
 		}
 	}
 	return e.DB.Transact(ctx, func(tx *storage.DB) error {
@@ -459,7 +470,7 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 		}
 		for _, u := range edus {
 			for _, d := range u.dests {
-				if err := e.Queue.QueueEDU(ctx, tx, d, "m.device_list_update", u.content); err != nil {
+				if err := e.Queue.QueueEDU(ctx, tx, d, u.typ, u.content); err != nil {
 					return err
 				}
 			}

@@ -248,10 +248,25 @@ func TestRemoteKeysCachedAndFollowedByEDUs(t *testing.T) {
 	}
 	newE2EEClient(t, hs2.Login(t, "bob"))
 	waitFor(t, "the device-list EDU to reach hs1's cache", func() bool { return cached() == 2 })
+	mach := bob.Crypto.(*cryptohelper.CryptoHelper).Machine()
+	if err := bob.locked(func() error {
+		_, _, err := mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, "password-bob", "")
+		return err
+	}); err != nil {
+		t.Fatalf("cross-signing keys: %v", err)
+	}
+	waitFor(t, "the signing-key EDU to reach hs1's cache", func() bool {
+		var c int
+		_ = hs1.DB.QueryRow(ctx, `SELECT COUNT(*) FROM remote_cross_signing_keys WHERE user_id = $1 AND key_type = 'master'`, bob.UserID.String()).Scan(&c)
+		return c == 1
+	})
 
 	n.SetDown("hs2.test", true)
 	if got, failures := devices(); got != 2 || len(failures) != 0 {
 		t.Fatalf("with hs2 down hs1 serves %d devices (failures %v), want the 2 cached", got, failures)
+	}
+	if resp, err := alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{bob.UserID: {}}}); err != nil || resp.MasterKeys[bob.UserID].UserID != bob.UserID {
+		t.Fatalf("with hs2 down bob's master key is not served from the cache: %v", err)
 	}
 	// a user hs1 never cached is a failure while hs2 is down
 	resp, err := alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{"@nobody:hs2.test": {}}})
