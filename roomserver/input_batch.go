@@ -140,4 +140,3 @@ func (s *Service) inputChain(ctx context.Context, pdus []gomatrixserverlib.PDU, 
 	}
 	return n
 }
-
