@@ -467,6 +467,11 @@ func (a authOnly) MissingEvents(context.Context, gomatrixserverlib.RoomVersion, 
 // version) of the states after each. group is the existing state group
 // holding exactly that state, 0 if it has none yet.
 func (s *Service) stateAfterAll(ctx context.Context, room *roomInfo, prevs []knownEvent) (map[[2]string]int64, int64, error) {
+	if len(prevs) == 0 {
+		// every prev event was rejected: there is no history to check the
+		// event against, so it cannot be accepted
+		return nil, 0, fmt.Errorf("all prev events are rejected: %w", ErrMissingPrevEvents)
+	}
 	groups := make([]int64, 0, len(prevs))
 	for _, p := range prevs {
 		groups = append(groups, p.stateAfter())
