@@ -53,6 +53,10 @@ type API struct {
 	// RegistrationCodes lets coupling codes pass the registration token
 	// stage and couples the new account (care.go); nil = tokens only.
 	RegistrationCodes RegistrationCodes
+
+	// OpenID issues identity tokens for third parties (openid.go); nil:
+	// the endpoint is unrecognized.
+	OpenID OpenIDIssuer
 }
 
 // authed adapts a handler that needs a logged-in caller.

@@ -48,6 +48,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("PUT "+v3+"/profile/{userId}/avatar_url", authed(a, a.setAvatarURL))
 	mux.Handle("GET "+v3+"/presence/{userId}/status", authed(a, a.presence))
 	mux.Handle("PUT "+v3+"/presence/{userId}/status", authed(a, a.setPresence))
+	mux.Handle("POST "+v3+"/user/{userId}/openid/request_token", authed(a, a.requestOpenIDToken)) // openid.go
 	mux.Handle("GET "+v3+"/user/{userId}/account_data/{type}", authed(a, a.getAccountData))
 	mux.Handle("PUT "+v3+"/user/{userId}/account_data/{type}", authed(a, a.putAccountData))
 	mux.Handle("GET "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", authed(a, a.getAccountData))

@@ -295,7 +295,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		db.Close()
 		return nil, err
 	}
-	s.setupFederationRooms(bgCtx)
+	s.setupFederationRooms(bgCtx, api)
 	// The key endpoint is also reachable on the client listener so that a
 	// node without a federation listener still publishes its key.
 	s.clientMux.Handle("GET /_matrix/key/v2/server", s.fedMux)
