@@ -165,5 +165,11 @@ func (a *API) roomSummary(r *http.Request) (*roomserver.RoomPreview, error) {
 		}
 		userID = dev.UserID
 	}
+	if a.Care != nil {
+		// a coupling code's alias or lobby: what the join will lead to
+		if p, ok, err := a.Care.LobbySummary(r.Context(), r.PathValue("roomIdOrAlias")); ok || err != nil {
+			return p, err
+		}
+	}
 	return a.Rooms.RoomPreview(r.Context(), userID, r.PathValue("roomIdOrAlias"))
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"praxis/internal/httputil"
+	"praxis/roomserver"
 )
 
 // A coupling code's lobby. Stock clients open a matrix.to link to
@@ -48,24 +49,71 @@ func (s *Service) LobbyRoomID(code string) string {
 // expired or used code is 404 M_NOT_FOUND, with a message saying which:
 // the spec's answer for an alias that leads nowhere. Nothing is created.
 func (s *Service) ResolveAlias(ctx context.Context, alias string) (roomID string, ok bool, err error) {
+	roomID, _, ok, err = s.resolveAlias(ctx, alias)
+	return roomID, ok, err
+}
+
+func (s *Service) resolveAlias(ctx context.Context, alias string) (string, *codeRow, bool, error) {
 	code, ok := s.aliasCode(alias)
 	if !ok {
-		return "", false, nil
+		return "", nil, false, nil
 	}
 	codeHash := hashCode(code)
-	if _, err := s.usableCode(ctx, s.db, codeHash); err != nil {
-		var he *httputil.Error
-		if errors.As(err, &he) && he.Status == http.StatusForbidden {
-			return "", true, httputil.NotFound(he.Message)
-		}
-		return "", true, err
+	c, err := s.lookupUsable(ctx, codeHash)
+	if err != nil {
+		return "", nil, true, err
 	}
 	local := lobbyLocalpart(code)
 	// codes made before lobbies existed learn theirs on first lookup
 	if _, err := s.db.Exec(ctx, `UPDATE care_codes SET lobby_hash = $1 WHERE code_hash = $2 AND lobby_hash IS NULL`, hashCode(local), codeHash); err != nil {
-		return "", true, fmt.Errorf("store lobby of a coupling code: %w", err)
+		return "", nil, true, fmt.Errorf("store lobby of a coupling code: %w", err)
 	}
-	return "!" + local + ":" + s.serverName, true, nil
+	return "!" + local + ":" + s.serverName, c, true, nil
+}
+
+// lookupUsable is usableCode for the read paths: a code that can no
+// longer be used leads nowhere, 404 with the reason.
+func (s *Service) lookupUsable(ctx context.Context, codeHash string) (*codeRow, error) {
+	c, err := s.usableCode(ctx, s.db, codeHash)
+	var he *httputil.Error
+	if errors.As(err, &he) && he.Status == http.StatusForbidden {
+		return nil, httputil.NotFound(he.Message)
+	}
+	return c, err
+}
+
+// LobbySummary previews a coupling alias or lobby before the join
+// (GET /_matrix/client/v1/room_summary/{roomIdOrAlias}), so that clients
+// which show a preview first offer to join: the practice's name and logo,
+// encrypted, join rule "public" (whoever holds the code may join). ok is
+// false for any other address; an unusable code is 404 as in the lookup.
+func (s *Service) LobbySummary(ctx context.Context, address string) (*roomserver.RoomPreview, bool, error) {
+	var lobby string
+	var c *codeRow
+	var err error
+	if strings.HasPrefix(address, "#") {
+		var ok bool
+		if lobby, c, ok, err = s.resolveAlias(ctx, address); !ok || err != nil {
+			return nil, ok, err
+		}
+	} else {
+		codeHash, err := s.lobbyCode(ctx, address)
+		if err != nil || codeHash == "" {
+			return nil, false, err
+		}
+		if c, err = s.lookupUsable(ctx, codeHash); err != nil {
+			return nil, true, err
+		}
+		lobby = address
+	}
+	p, err := s.Practice(ctx, c.practiceID)
+	if err != nil {
+		return nil, true, err
+	}
+	return &roomserver.RoomPreview{
+		PublicRoom: roomserver.PublicRoom{RoomID: lobby, Name: p.Name, AvatarURL: p.LogoURL, JoinRule: "public"},
+		Encryption: "m.megolm.v1.aes-sha2",
+	}, true, nil
 }
 
 // lobbyCode returns the hash of the code whose lobby roomID is; "" when

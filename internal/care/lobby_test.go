@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"praxis/internal/care"
@@ -50,6 +51,13 @@ func TestStockClientResolvesThenJoins(t *testing.T) {
 				// resolving creates nothing and does not use the code
 				if after, _ := srv.Care.Couplings(ctx, "mueller", ""); len(after) != len(before) {
 					t.Fatalf("couplings after a lookup: %d, want %d", len(after), len(before))
+				}
+				// clients that preview before joining see the practice and may join
+				for _, addr := range []string{alias.String(), res.RoomID.String()} {
+					sum, err := patient.GetRoomSummary(ctx, addr)
+					if err != nil || sum.RoomID != res.RoomID || sum.Name != "Praxis mueller" || sum.JoinRule != event.JoinRulePublic {
+						t.Errorf("summary of %s = %+v (%v), want the lobby, named after the practice, joinable", addr, sum, err)
+					}
 				}
 				again, err := patient.ResolveAlias(ctx, alias)
 				if err != nil || again.RoomID != res.RoomID {
@@ -162,6 +170,12 @@ func TestLobbyOfUnusableCode(t *testing.T) {
 					t.Errorf("resolve: %v, want M_NOT_FOUND saying %q", err, tc.wantMsg)
 				}
 				lobby := srv.Care.LobbyRoomID(tc.code)
+				if _, err := patient.GetRoomSummary(ctx, "#couple-"+tc.code+":hs1.test"); hstest.ErrCode(err) != "M_NOT_FOUND" {
+					t.Errorf("summary of the alias: %v, want M_NOT_FOUND", err)
+				}
+				if _, err := patient.GetRoomSummary(ctx, lobby); hstest.ErrCode(err) != "M_NOT_FOUND" {
+					t.Errorf("summary of the lobby: %v, want M_NOT_FOUND", err)
+				}
 				if tc.code == used {
 					if id.RoomID(lobby) != usedLobby {
 						t.Fatalf("lobby = %s, resolved earlier to %s", lobby, usedLobby)
