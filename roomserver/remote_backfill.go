@@ -91,6 +91,10 @@ func (s *Service) Backfill(ctx context.Context, server string, room *roomInfo, f
 		if err != nil || p.RoomID().String() != room.id {
 			continue
 		}
+		if !s.partnerEvent(p) {
+			slog.InfoContext(ctx, "backfilled event naming a non-partner server dropped", "event_id", p.EventID())
+			continue
+		}
 		pdus = append(pdus, p)
 	}
 	errs := gomatrixserverlib.VerifyAllEventSignatures(ctx, pdus, s.fed.verifier, userIDForSender)
@@ -249,4 +253,20 @@ func (s *Service) backfillOlder(ctx context.Context, roomNID int64) bool {
 		}
 	}
 	return false
+}
+
+// partnerEvent reports whether every server an event names (its sender,
+// the user a membership is about) is us or a partner.
+func (s *Service) partnerEvent(p gomatrixserverlib.PDU) bool {
+	ok := func(id string) bool {
+		srv := serverOfID(id)
+		return srv == s.serverName || s.fed.allowed(srv)
+	}
+	if !ok(string(p.SenderID())) {
+		return false
+	}
+	if p.Type() == spec.MRoomMember && p.StateKey() != nil && !ok(*p.StateKey()) {
+		return false
+	}
+	return true
 }
