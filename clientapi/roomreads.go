@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidwall/sjson"
+
 	"praxis/internal/httputil"
 	"praxis/internal/users"
 	"praxis/roomserver"
@@ -35,11 +37,13 @@ func renderEvent(dev *users.Device, e *roomserver.StoredEvent) json.RawMessage {
 }
 
 // bundler renders timeline events with their bundled aggregations
-// (threads, edits, references), computed once for a whole response.
+// (threads, edits, references) and the caller's membership at each event
+// (unsigned.membership, spec v1.11), computed once for a whole response.
 type bundler struct {
-	dev  *users.Device
-	now  int64
-	aggs map[string]*roomserver.Aggregations
+	dev         *users.Device
+	now         int64
+	aggs        map[string]*roomserver.Aggregations
+	memberships map[int64]string
 }
 
 func (a *API) bundler(r *http.Request, dev *users.Device, batches ...[]*roomserver.StoredEvent) (*bundler, error) {
@@ -51,12 +55,22 @@ func (a *API) bundler(r *http.Request, dev *users.Device, batches ...[]*roomserv
 	if err != nil {
 		return nil, err
 	}
-	return &bundler{dev: dev, now: time.Now().UnixMilli(), aggs: aggs}, nil
+	ms, err := a.Rooms.MembershipsAt(r.Context(), dev.UserID, all)
+	if err != nil {
+		return nil, err
+	}
+	return &bundler{dev: dev, now: time.Now().UnixMilli(), aggs: aggs, memberships: ms}, nil
 }
 
 func (b *bundler) event(e *roomserver.StoredEvent) json.RawMessage {
 	ev := roomserver.ClientEvent(e, b.dev.UserID, b.dev.DeviceID, b.now)
-	return roomserver.WithAggregations(ev, b.aggs[e.EventID], b.dev.UserID, b.dev.DeviceID, b.now)
+	ev = roomserver.WithAggregations(ev, b.aggs[e.EventID], b.dev.UserID, b.dev.DeviceID, b.now)
+	if m, ok := b.memberships[e.NID]; ok {
+		if out, err := sjson.SetBytes(ev, "unsigned.membership", m); err == nil {
+			ev = out
+		}
+	}
+	return ev
 }
 
 func (b *bundler) events(events []*roomserver.StoredEvent) []json.RawMessage {

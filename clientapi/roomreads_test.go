@@ -461,3 +461,61 @@ func TestDirectoryThroughClient(t *testing.T) {
 		}
 	})
 }
+
+// TestMembershipOnEventsThroughClient: timeline reads carry the reader's
+// membership at each event in unsigned.membership (spec v1.11; Complement
+// TestMembershipOnEvents checks the same on /sync).
+func TestMembershipOnEventsThroughClient(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		room := created.RoomID
+		pre := say(t, alice, room, "prejoin")
+		if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		post := say(t, alice, room, "postjoin")
+		if _, err := bob.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+
+		resp, err := bob.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[id.EventID]event.Membership{}
+		var bobJoin, bobLeave id.EventID
+		for _, e := range resp.Chunk {
+			got[e.ID] = e.Unsigned.Membership
+			if e.Type == event.StateMember && e.GetStateKey() == bob.UserID.String() {
+				if e.Content.Raw["membership"] == "join" {
+					bobJoin = e.ID
+				} else {
+					bobLeave = e.ID
+				}
+			}
+		}
+		for _, tc := range []struct {
+			name string
+			ev   id.EventID
+			want event.Membership
+		}{
+			{"before bob joined", pre, event.MembershipLeave},
+			{"bob's own join counts", bobJoin, event.MembershipJoin},
+			{"while joined", post, event.MembershipJoin},
+			{"bob's own leave counts", bobLeave, event.MembershipLeave},
+		} {
+			if got[tc.ev] != tc.want {
+				t.Errorf("%s (%s): unsigned.membership %q, want %q", tc.name, tc.ev, got[tc.ev], tc.want)
+			}
+		}
+		ev, err := alice.GetEvent(ctx, room, pre)
+		if err != nil || ev.Unsigned.Membership != event.MembershipJoin {
+			t.Errorf("alice's /event: %q, %v; want join", ev.Unsigned.Membership, err)
+		}
+	})
+}

@@ -3,7 +3,6 @@ package clientapi
 import (
 	"encoding/json"
 	"net/http"
-	"time"
 
 	"praxis/internal/httputil"
 	"praxis/internal/users"
@@ -123,10 +122,17 @@ func (a *API) search(r *http.Request, dev *users.Device) (*searchResponse, error
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UnixMilli()
+	hits := make([]*roomserver.StoredEvent, len(res.Hits))
+	for i, h := range res.Hits {
+		hits[i] = h.Event
+	}
+	b, err := a.bundler(r, dev, hits)
+	if err != nil {
+		return nil, err
+	}
 	out := &roomEventsResult{Count: res.Count, Highlights: res.Highlights, Results: []searchResult{}, NextBatch: res.NextBatch}
 	for _, h := range res.Hits {
-		sr := searchResult{Rank: h.Rank, Result: roomserver.ClientEvent(h.Event, dev.UserID, dev.DeviceID, now)}
+		sr := searchResult{Rank: h.Rank, Result: b.event(h.Event)}
 		if c.EventContext != nil {
 			cx, err := a.Rooms.SearchHitContext(r.Context(), dev.UserID, h.Event, before, after)
 			if err != nil {

@@ -395,3 +395,46 @@ func strOrEmpty(s *string) string {
 	}
 	return *s
 }
+
+// MembershipsAt returns, for each event (by NID), userID's membership in the
+// room's state right after it: the spec's unsigned.membership ("leave" when
+// they had none yet). One state read for the whole batch.
+func (s *Service) MembershipsAt(ctx context.Context, userID string, events []*StoredEvent) (map[int64]string, error) {
+	out := make(map[int64]string, len(events))
+	if len(events) == 0 {
+		return out, nil
+	}
+	rows, err := s.withStateGroups(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	memberKey := [2]string{spec.MRoomMember, userID}
+	groups := make([]int64, 0, len(rows))
+	for _, r := range rows {
+		groups = append(groups, r.stateAfter())
+	}
+	states, err := s.statesAt(ctx, groups, &stateFilter{keys: [][2]string{memberKey}})
+	if err != nil {
+		return nil, fmt.Errorf("memberships at events: %w", err)
+	}
+	var refs []int64
+	for _, st := range states {
+		if n := st[memberKey]; n != 0 {
+			refs = append(refs, n)
+		}
+	}
+	contents, err := s.eventContents(ctx, refs)
+	if err != nil {
+		return nil, fmt.Errorf("memberships at events: %w", err)
+	}
+	for _, r := range rows {
+		m := spec.Leave
+		if js, ok := contents[states[r.stateAfter()][memberKey]]; ok {
+			if v := membershipOf(js); v != "" {
+				m = v
+			}
+		}
+		out[r.NID] = m
+	}
+	return out, nil
+}
