@@ -16,6 +16,7 @@ import (
 
 	"praxis/internal/httputil"
 	"praxis/internal/storage"
+	"praxis/internal/streams"
 )
 
 // snapshotEvery bounds state-group delta chains: every this many deltas a
@@ -535,16 +536,38 @@ func (w *writer) finish(ctx context.Context) (int64, error) {
 		}
 	}
 	written := w.written
+	// Appends to a room's known head are described to the notifier, so
+	// that long-polls of users outside the room stay asleep. A writer that
+	// starts a room's history (creation, a join over federation that
+	// adopts the room's state) may change memberships beyond its own
+	// events: everyone looks.
+	described := len(w.extremities) > 0
 	tx.AfterCommit(func() {
 		for _, e := range written {
 			if e.pdu.StateKey() != nil {
 				w.s.events.put(e.nid, e.pdu)
 			}
 		}
-		w.s.notifier.Publish(pos)
+		if described {
+			w.s.notifier.PublishChanges(roomChanges(w.room.id, written))
+		} else {
+			w.s.notifier.Publish(pos)
+		}
 		w.s.policyWritten(ctx, w.room.id, written)
 	})
 	return pos, nil
+}
+
+// roomChanges describes written events for the notifier.
+func roomChanges(roomID string, written []writtenEvent) []streams.Change {
+	out := make([]streams.Change, len(written))
+	for i, e := range written {
+		out[i] = streams.Change{Pos: e.pos, RoomID: roomID}
+		if sk := e.pdu.StateKey(); sk != nil && e.pdu.Type() == spec.MRoomMember {
+			out[i].Member = *sk
+		}
+	}
+	return out
 }
 
 // assignPositions takes the written events' stream positions, as the last

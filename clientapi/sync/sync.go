@@ -205,7 +205,7 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	// A client long-polls again right after each response, usually with
 	// nothing new yet: the cheap question first, the full answer only if
 	// it says yes.
-	news, err := s.anythingNew(ctx, req, req.Since.Pos, head)
+	news, joined, err := s.anythingNew(ctx, req, req.Since.Pos, head)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +236,15 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		}
 		changed = s.notifier.Changed()
 		// (a notifier ahead of what the database shows must not spin us)
-		seen = max(seen, s.notifier.Position())
+		p := s.notifier.Position()
+		seen = max(seen, p)
+		if joined != nil && p > head && !s.notifier.Concerns(head, p, req.UserID, joined) {
+			// Only events of other rooms since head, as their writers
+			// described them: nothing to read. (p is committed: writers
+			// publish after commit.)
+			head = p
+			continue
+		}
 		newHead, err := s.readHead(ctx, req)
 		if err != nil {
 			return nil, err
@@ -244,11 +252,11 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		if newHead <= head {
 			continue
 		}
-		news, err := s.anythingNew(ctx, req, head, newHead)
+		news, j, err := s.anythingNew(ctx, req, head, newHead)
 		if err != nil {
 			return nil, err
 		}
-		head = newHead
+		head, joined = newHead, j
 		if !news {
 			continue
 		}
@@ -274,13 +282,33 @@ func (s *Service) readHead(ctx context.Context, req *Request) (int64, error) {
 
 // anythingNew reports whether any stream holds something for the caller in
 // (since, upto]. A yes may still build an empty response (history
-// visibility, filters); a no is certain.
-func (s *Service) anythingNew(ctx context.Context, req *Request, since, upto int64) (bool, error) {
-	changed, joined, err := s.rooms.SyncChanged(ctx, req.UserID, since, upto)
-	if err != nil || changed {
-		return changed, err
+// visibility, filters); a no is certain. It also returns the rooms the
+// user is joined to, for Notifier.Concerns (nil when it cannot tell).
+func (s *Service) anythingNew(ctx context.Context, req *Request, since, upto int64) (bool, map[string]bool, error) {
+	if upto <= since {
+		// nothing can lie in an empty window, and the rooms are not
+		// needed: the first wake-up past it reads them
+		return false, nil, nil
 	}
-	if changed, err = s.ephemeral.Changed(ctx, req.UserID, joined, since, upto); err != nil || changed {
+	changed, joinedIDs, err := s.rooms.SyncChanged(ctx, req.UserID, since, upto)
+	if err != nil {
+		return false, nil, err
+	}
+	joined := make(map[string]bool, len(joinedIDs))
+	for _, id := range joinedIDs {
+		joined[id] = true
+	}
+	if changed {
+		return true, joined, nil
+	}
+	news, err := s.otherStreamsNew(ctx, req, joinedIDs, since, upto)
+	return news, joined, err
+}
+
+// otherStreamsNew is anythingNew for everything but room events and
+// memberships.
+func (s *Service) otherStreamsNew(ctx context.Context, req *Request, joined []string, since, upto int64) (bool, error) {
+	if changed, err := s.ephemeral.Changed(ctx, req.UserID, joined, since, upto); err != nil || changed {
 		return changed, err
 	}
 	ad, err := s.accounts.AccountDataSince(ctx, req.UserID, since)
