@@ -64,6 +64,9 @@ type E2EE struct {
 	Notifier *streams.Notifier
 	// Timeout bounds one remote key query or claim.
 	Timeout time.Duration
+
+	// tailerReady: the tailer's row exists (RunDeviceLists' goroutine only).
+	tailerReady bool
 }
 
 // Routes mounts /user/devices, /user/keys/query and /user/keys/claim.
@@ -340,6 +343,10 @@ func (e *E2EE) SigningKeyUpdate(ctx context.Context, origin spec.ServerName, con
 
 // ---- Outbound device-list updates ----
 
+// idleAdvance is how far the stream may move past the device-list
+// tailer's position without local changes before the position is written.
+const idleAdvance = 10000
+
 // deviceListTailer names the row of federation_device_list_outbound that
 // holds how far our users' device-list changes have been queued.
 const deviceListTailer = "device_lists"
@@ -368,9 +375,12 @@ func (e *E2EE) RunDeviceLists(ctx context.Context) {
 
 func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 	head := e.Notifier.Position()
-	if _, err := e.DB.Exec(ctx, `INSERT INTO federation_device_list_outbound (name, pos) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
-		deviceListTailer, head); err != nil {
-		return fmt.Errorf("create device-list tailer: %w", err)
+	if !e.tailerReady {
+		if _, err := e.DB.Exec(ctx, `INSERT INTO federation_device_list_outbound (name, pos) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`,
+			deviceListTailer, head); err != nil {
+			return fmt.Errorf("create device-list tailer: %w", err)
+		}
+		e.tailerReady = true
 	}
 	var from int64
 	if err := e.DB.QueryRow(ctx, `SELECT pos FROM federation_device_list_outbound WHERE name = $1`, deviceListTailer).Scan(&from); err != nil {
@@ -401,6 +411,12 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	if len(changes) == 0 && head-from < idleAdvance {
+		// Nothing to send: leave the position where it is rather than
+		// write on every stream advance; the next scan covers the range
+		// again through the stream_pos index.
+		return nil
 	}
 	upto := head
 	if len(changes) == 200 {
