@@ -143,3 +143,72 @@ func TestFederationRoomEndpointsRefuse(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Invites a partner sends are checked before anything is signed or
+// stored: the invitee must be ours and exist, the inviter must be the
+// sending server's, the room version supported.
+func TestInboundInviteRefusals(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice := n.Server("hs1.test").Register(t, "alice")
+	hs2key := n.Server("hs2.test").SigningKey
+	v10 := gomatrixserverlib.MustGetRoomVersion("10")
+	invite := func(sender, target string) gomatrixserverlib.PDU {
+		c, _ := json.Marshal(map[string]string{"membership": "invite"})
+		pe := &gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: "!room:hs2.test", Type: "m.room.member", StateKey: &target,
+			Content: c, Depth: 5, PrevEvents: []string{"$prev"}, AuthEvents: []string{"$create"}, Version: v10}
+		ev, err := v10.NewEventBuilderFromProtoEvent(pe).Build(time.Now(), "hs2.test", gomatrixserverlib.KeyID(hs2key.KeyID), hs2key.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	path := func(ev gomatrixserverlib.PDU) string {
+		return "/_matrix/federation/v2/invite/" + ev.RoomID().String() + "/" + ev.EventID()
+	}
+	good := invite("@bob:hs2.test", alice.UserID.String())
+	for _, tc := range []struct {
+		name    string
+		path    string
+		body    any
+		status  int
+		errcode string
+	}{
+		{"inviter of another server", "", invite("@carol:hs3.test", alice.UserID.String()), 403, "M_FORBIDDEN"},
+		{"invitee not ours", "", invite("@bob:hs2.test", "@dave:hs2.test"), 400, "M_BAD_JSON"},
+		{"invitee unknown", "", invite("@bob:hs2.test", "@nobody:hs1.test"), 404, "M_NOT_FOUND"},
+		{"unsupported room version", path(good), map[string]any{"room_version": "99", "event": json.RawMessage(good.JSON())}, 400, "M_INCOMPATIBLE_ROOM_VERSION"},
+		{"event ID not the path's", "/_matrix/federation/v2/invite/!room:hs2.test/$other", nil, 400, "M_BAD_JSON"},
+		{"no event", path(good), map[string]any{"room_version": "10"}, 400, "M_BAD_JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, body := tc.path, tc.body
+			if ev, ok := body.(gomatrixserverlib.PDU); ok {
+				p, body = path(ev), map[string]any{"room_version": "10", "event": json.RawMessage(ev.JSON())}
+			}
+			if body == nil {
+				body = map[string]any{"room_version": "10", "event": json.RawMessage(good.JSON())}
+			}
+			status, resp := fedDo(t, n, "hs2.test", "hs1.test", "PUT", p, body)
+			if status != tc.status || gjson.GetBytes(resp, "errcode").String() != tc.errcode {
+				t.Fatalf("got %d %s, want %d %s", status, resp, tc.status, tc.errcode)
+			}
+		})
+	}
+	sync, err := alice.SyncRequest(ctx, 0, "", "", false, "offline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sync.Rooms.Invite) != 0 {
+		t.Fatalf("a refused invite reached alice's sync: %v", sync.Rooms.Invite)
+	}
+	// the well-formed one is signed by hs1 and shows up
+	status, resp := fedDo(t, n, "hs2.test", "hs1.test", "PUT", path(good), map[string]any{"room_version": "10", "event": json.RawMessage(good.JSON())})
+	if status != 200 || !gjson.GetBytes(resp, `event.signatures.hs1\.test`).Exists() {
+		t.Fatalf("good invite: %d %s", status, resp)
+	}
+	sync, err = alice.SyncRequest(ctx, 0, "", "", false, "offline")
+	if err != nil || sync.Rooms.Invite["!room:hs2.test"] == nil {
+		t.Fatalf("the accepted invite is not in alice's sync: %v", err)
+	}
+}
