@@ -418,3 +418,34 @@ func TestRemoteKnock(t *testing.T) {
 		t.Fatalf("hs1 sees bob as %q, want join", m)
 	}
 }
+
+// A restricted room lets in a partner's user who is in one of the rooms
+// its join rule names: the resident server vouches for the join.
+func TestRemoteRestrictedJoin(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	team, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, team.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	rule := &event.JoinRulesEventContent{JoinRule: event.JoinRuleRestricted, Allow: []event.JoinRuleAllow{{Type: event.JoinRuleAllowRoomMembership, RoomID: team.RoomID}}}
+	restricted, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: "10",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Parsed: rule}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, restricted.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatalf("restricted join of a member of the allowed room: %v", err)
+	}
+	if m := membershipOf(ctx, alice, restricted.RoomID, bob.UserID); m != "join" {
+		t.Fatalf("hs1 sees bob as %q, want join", m)
+	}
+	carol := n.Server("hs2.test").Register(t, "carol")
+	if _, err := carol.JoinRoom(ctx, restricted.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); hstest.ErrCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("restricted join of a non-member: %v, want M_FORBIDDEN", err)
+	}
+}

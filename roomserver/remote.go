@@ -18,6 +18,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"praxis/internal/httputil"
 	"praxis/internal/storage"
@@ -181,6 +182,13 @@ func (s *Service) SendMembership(ctx context.Context, origin, roomID, eventID, m
 	}
 	if s.fed == nil {
 		return nil, s.federationOff()
+	}
+	if membership == spec.Join {
+		// A restricted join we vouched for in make_join carries our
+		// signature too (the auth rules check the authorising server's).
+		if via := gjson.GetBytes(pdu.Content(), "join_authorised_via_users_server").String(); via != "" && s.isLocal(via) {
+			pdu = pdu.Sign(s.serverName, gomatrixserverlib.KeyID(s.key.KeyID), s.key.PrivateKey)
+		}
 	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, pdu, s.fed.verifier, userIDForSender); err != nil {
 		return nil, httputil.Forbidden("bad event signature: " + err.Error())
