@@ -176,6 +176,29 @@ func (b *bench) rssMiB(field string) float64 {
 	return -1
 }
 
+// serverCPU is the CPU time the server's threads have used so far, from
+// /proc/<pid>/task/*/schedstat (nanoseconds). On a machine shared with other
+// work, CPU per operation is the number to compare between builds: wall
+// clock rates depend on what else runs.
+func (b *bench) serverCPU() time.Duration {
+	tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(b.pid), "task", "*", "schedstat"))
+	var total time.Duration
+	for _, t := range tasks {
+		raw, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(raw))
+		if len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	return total
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // client registers a fresh user through the real /register endpoint.
 func (b *bench) client(ctx context.Context, prefix string) (*mautrix.Client, error) {
 	b.mu.Lock()
@@ -220,6 +243,7 @@ func (b *bench) sendThroughput(ctx context.Context, senders, messages int) error
 	}
 	var wg sync.WaitGroup
 	errc := make(chan error, senders)
+	cpu0 := b.serverCPU()
 	start := time.Now()
 	for _, j := range jobs {
 		wg.Add(1)
@@ -240,6 +264,7 @@ func (b *bench) sendThroughput(ctx context.Context, senders, messages int) error
 		return err
 	}
 	b.record("send_events_per_s", float64(senders*messages)/elapsed.Seconds(), "ev/s", "≥ 2000")
+	b.record("send_server_cpu_per_event", ms(b.serverCPU()-cpu0)/float64(senders*messages), "ms", "")
 	return nil
 }
 
@@ -310,6 +335,7 @@ func (b *bench) fanout(ctx context.Context, members, msgs int) error {
 		<-ready
 	}
 	time.Sleep(200 * time.Millisecond) // let every member enter its long-poll
+	cpu0 := b.serverCPU()
 	for m := range msgs {
 		body := "fan" + strconv.Itoa(m)
 		sentMu.Lock()
@@ -321,6 +347,7 @@ func (b *bench) fanout(ctx context.Context, members, msgs int) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
+	cpu := b.serverCPU() - cpu0
 	cancel()
 	wg.Wait()
 	if len(lats) == 0 {
@@ -333,6 +360,8 @@ func (b *bench) fanout(ctx context.Context, members, msgs int) error {
 	b.record("fanout_deliveries", float64(len(lats)), "count", fmt.Sprintf("= %d", members*msgs))
 	b.record("fanout_latency_p50", pct(0.50), "ms", "")
 	b.record("fanout_latency_p99", pct(0.99), "ms", "≤ 50")
+	// the send and the woken long-polls, per message
+	b.record("fanout_server_cpu_per_message", ms(cpu)/float64(msgs), "ms", "")
 	return nil
 }
 
@@ -355,6 +384,7 @@ func (b *bench) initialSync(ctx context.Context, rooms, perRoom int) error {
 	}
 	const runs = 5
 	var best, total time.Duration
+	cpu0 := b.serverCPU()
 	var next string
 	for i := range runs {
 		t0 := time.Now()
@@ -373,8 +403,10 @@ func (b *bench) initialSync(ctx context.Context, rooms, perRoom int) error {
 		}
 	}
 	b.record("initial_sync_100_rooms_mean", float64(total.Microseconds())/runs/1000, "ms", "≤ 100")
+	b.record("initial_sync_server_cpu", ms(b.serverCPU()-cpu0)/runs, "ms", "")
 	b.record("initial_sync_100_rooms_best", float64(best.Microseconds())/1000, "ms", "")
 	const inc = 50
+	cpu0 = b.serverCPU()
 	t0 := time.Now()
 	for range inc {
 		if _, err := c.SyncRequest(ctx, 0, next, "", false, event.PresenceOnline); err != nil {
@@ -382,5 +414,6 @@ func (b *bench) initialSync(ctx context.Context, rooms, perRoom int) error {
 		}
 	}
 	b.record("incremental_sync_empty", float64(time.Since(t0).Microseconds())/inc/1000, "ms", "≤ 2")
+	b.record("incremental_sync_server_cpu", ms(b.serverCPU()-cpu0)/inc, "ms", "")
 	return nil
 }
