@@ -22,7 +22,14 @@ type aliasResponse struct {
 // A coupling code's alias resolves to the code's lobby (internal/care).
 func (a *API) resolveAlias(r *http.Request) (*aliasResponse, error) {
 	if a.Care != nil {
-		lobby, ok, err := a.Care.ResolveAlias(r.Context(), r.PathValue("roomAlias"))
+		// the lookup needs no token; a patient's leads to their own room
+		userID := ""
+		if auth.Token(r) != "" {
+			if dev, err := auth.Device(r, a.Users); err == nil {
+				userID = dev.UserID
+			}
+		}
+		lobby, ok, err := a.Care.ResolveAlias(r.Context(), userID, r.PathValue("roomAlias"))
 		if err != nil {
 			return nil, err
 		}
@@ -172,4 +179,34 @@ func (a *API) roomSummary(r *http.Request) (*roomserver.RoomPreview, error) {
 		}
 	}
 	return a.Rooms.RoomPreview(r.Context(), userID, r.PathValue("roomIdOrAlias"))
+}
+
+// hierarchy serves GET /_matrix/client/v1/rooms/{roomId}/hierarchy: the
+// space tree under a room, depth-first, as far as the caller may see it.
+func (a *API) hierarchy(r *http.Request, dev *users.Device) (*roomserver.HierarchyPage, error) {
+	qs := r.URL.Query()
+	q := roomserver.HierarchyQuery{MaxDepth: -1, From: qs.Get("from")}
+	switch qs.Get("suggested_only") {
+	case "", "false":
+	case "true":
+		q.SuggestedOnly = true
+	default:
+		return nil, httputil.InvalidParam("suggested_only must be true or false")
+	}
+	limit, err := queryLimit(qs, 50)
+	if err != nil {
+		return nil, err
+	}
+	if limit == 0 {
+		return nil, httputil.InvalidParam("limit must be positive")
+	}
+	q.Limit = min(limit, 100)
+	if s := qs.Get("max_depth"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return nil, httputil.InvalidParam("max_depth must be a non-negative integer")
+		}
+		q.MaxDepth = n
+	}
+	return a.Rooms.Hierarchy(r.Context(), dev.UserID, r.PathValue("roomId"), q)
 }

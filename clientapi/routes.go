@@ -113,6 +113,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.Handle("POST "+v3+"/publicRooms", a.careNoPatients(authed(a, a.publicRoomsPost)))
 	mux.Handle("POST "+v3+"/user_directory/search", authed(a, a.careSearchUsers))
 	mux.Handle("GET "+v1+"/room_summary/{roomIdOrAlias}", open(a.roomSummary))
+	mux.Handle("GET "+v1+"/rooms/{roomId}/hierarchy", authed(a, a.hierarchy))
 	mux.Handle("GET /_matrix/client/unstable/im.nheko.summary/summary/{roomIdOrAlias}", open(a.roomSummary))
 
 	// sync, typing, receipts, read markers (sync.go, ephemeral.go)
