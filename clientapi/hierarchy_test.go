@@ -49,7 +49,7 @@ func TestSpaceHierarchy(t *testing.T) {
 		link(root, sub, event.SpaceChildEventContent{Via: via})
 		link(root, r2, event.SpaceChildEventContent{Via: via, Suggested: true, Order: "a"}) // order sorts first
 		link(sub, r3, event.SpaceChildEventContent{Via: via})
-		link(r2, r4, event.SpaceChildEventContent{Via: via}) // r2 is no space: not followed
+		link(r2, r4, event.SpaceChildEventContent{Via: via})    // r2 is no space: not followed
 		link(sub, root, event.SpaceChildEventContent{Via: via}) // a cycle
 
 		walk := func(c *mautrix.Client, req *mautrix.ReqHierarchy) ([]id.RoomID, *mautrix.RespHierarchy) {
