@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -289,6 +290,15 @@ func (s *Service) redeem(ctx context.Context, userID, codeHash string) (string, 
 		}
 		return nil
 	})
+	var he *httputil.Error
+	if errors.As(err, &he) && he.Status == http.StatusForbidden {
+		// Joining again a room one is in changes nothing: the patient who
+		// redeemed a code that is used up (or withdrawn or expired since)
+		// opens the link again and lands in their room.
+		if roomID, rerr := s.redeemedBy(ctx, codeHash, userID); rerr != nil || roomID != "" {
+			return roomID, rerr
+		}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -317,6 +327,35 @@ func (s *Service) redeem(ctx context.Context, userID, codeHash string) (string, 
 		return "", err
 	}
 	return roomID, nil
+}
+
+// redeemedBy returns the coupling room a patient got with a code and is
+// still joined to; "" when there is none.
+func (s *Service) redeemedBy(ctx context.Context, codeHash, patient string) (string, error) {
+	rows, err := s.db.Query(ctx, `SELECT cp.room_id FROM care_couplings cp JOIN care_codes c ON c.code_id = cp.code_id
+		WHERE c.code_hash = $1 AND cp.patient = $2 AND cp.ended_ts = 0 ORDER BY cp.created_ts`, codeHash, patient)
+	if err != nil {
+		return "", fmt.Errorf("couplings of a code: %w", err)
+	}
+	var rooms []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			rows.Close()
+			return "", err
+		}
+		rooms = append(rooms, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	for _, r := range rooms {
+		if m, err := s.rooms.Membership(ctx, r, patient); err == nil && m == "join" {
+			return r, nil
+		}
+	}
+	return "", nil
 }
 
 // activeCoupling returns the patient's coupling with a practice whose room

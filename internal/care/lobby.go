@@ -48,7 +48,19 @@ func (s *Service) LobbyRoomID(code string) string {
 // code's lobby. ok is false for any other alias. An unknown, withdrawn,
 // expired or used code is 404 M_NOT_FOUND, with a message saying which:
 // the spec's answer for an alias that leads nowhere. Nothing is created.
-func (s *Service) ResolveAlias(ctx context.Context, alias string) (roomID string, ok bool, err error) {
+// For the patient who redeemed the code (userID, "" when the lookup is
+// anonymous) the alias leads to their coupling room, so opening the link
+// again shows their room.
+func (s *Service) ResolveAlias(ctx context.Context, userID, alias string) (roomID string, ok bool, err error) {
+	code, ok := s.aliasCode(alias)
+	if !ok {
+		return "", false, nil
+	}
+	if userID != "" {
+		if roomID, err := s.redeemedBy(ctx, hashCode(code), userID); err != nil || roomID != "" {
+			return roomID, true, err
+		}
+	}
 	roomID, _, ok, err = s.resolveAlias(ctx, alias)
 	return roomID, ok, err
 }

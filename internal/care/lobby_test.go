@@ -138,7 +138,7 @@ func TestLobbyOfUnusableCode(t *testing.T) {
 			t.Fatalf("resolve a fresh code: %v", err)
 		}
 		usedLobby := res.RoomID
-		couple(t, first, used)
+		firstRoom := couple(t, first, used)
 
 		revoked, err := srv.Care.CreateCode(ctx, root, "mueller", care.CodePractice, 0)
 		if err != nil {
@@ -189,6 +189,33 @@ func TestLobbyOfUnusableCode(t *testing.T) {
 		if after, _ := srv.Care.Couplings(ctx, "mueller", ""); len(after) != len(before) {
 			t.Errorf("couplings: %d, want %d (nothing created)", len(after), len(before))
 		}
+		// the patient who used the code opens the link again: every way
+		// leads to their room, and nothing new is made
+		if got, err := first.ResolveAlias(ctx, id.RoomAlias("#couple-"+used+":hs1.test")); err != nil || got.RoomID != firstRoom {
+			t.Errorf("the redeemer resolves the used code: %v (%v), want their room %s", got, err, firstRoom)
+		}
+		for name, join := range map[string]func() (*mautrix.RespJoinRoom, error){
+			"alias": func() (*mautrix.RespJoinRoom, error) { return first.JoinRoom(ctx, "#couple-"+used+":hs1.test", nil) },
+			"lobby": func() (*mautrix.RespJoinRoom, error) { return first.JoinRoomByID(ctx, usedLobby) },
+		} {
+			if got, err := join(); err != nil || got.RoomID != firstRoom {
+				t.Errorf("the redeemer joins the used code's %s: %v (%v), want their room %s", name, got, err, firstRoom)
+			}
+		}
+		if cs, _ := srv.Care.Couplings(ctx, "", first.UserID.String()); len(cs) != 1 {
+			t.Errorf("the redeemer's couplings: %d, want 1", len(cs))
+		}
+		// once they left, the code is simply used
+		if _, err := first.LeaveRoom(ctx, firstRoom); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := first.ResolveAlias(ctx, id.RoomAlias("#couple-"+used+":hs1.test")); hstest.ErrCode(err) != "M_NOT_FOUND" {
+			t.Errorf("resolve after leaving: %v, want M_NOT_FOUND", err)
+		}
+		if _, err := first.JoinRoomByID(ctx, usedLobby); hstest.ErrCode(err) != "M_FORBIDDEN" {
+			t.Errorf("join the lobby after leaving: %v, want M_FORBIDDEN", err)
+		}
+
 		// the lookup endpoint needs no token
 		anon := srv.Client(t, "", "", "")
 		fresh := n.code(t, care.CodePractice)
