@@ -34,6 +34,8 @@ func TestStockClientResolvesThenJoins(t *testing.T) {
 			{"practice code, POST /rooms/{lobby}/join", care.CodePractice, func(c *mautrix.Client, lobby id.RoomID) (*mautrix.RespJoinRoom, error) {
 				return c.JoinRoomByID(ctx, lobby)
 			}},
+			// a client that resolved for the preview but joins by alias
+			{"one-time code, POST /join/{alias} after the lookup", care.CodePatient, nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				code := n.code(t, tc.kind)
@@ -64,7 +66,11 @@ func TestStockClientResolvesThenJoins(t *testing.T) {
 					t.Fatalf("second lookup = %v (%v), want the same lobby %s", again, err, res.RoomID)
 				}
 
-				joined, err := tc.join(patient, res.RoomID)
+				join := tc.join
+				if join == nil {
+					join = func(c *mautrix.Client, _ id.RoomID) (*mautrix.RespJoinRoom, error) { return c.JoinRoom(ctx, alias.String(), nil) }
+				}
+				joined, err := join(patient, res.RoomID)
 				if err != nil {
 					t.Fatalf("join the lobby: %v", err)
 				}
