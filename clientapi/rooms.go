@@ -38,7 +38,7 @@ func (a *API) createRoom(r *http.Request, dev *users.Device) (*createRoomRespons
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	res, err := a.Rooms.CreateRoom(r.Context(), roomserver.CreateRoomRequest{
+	res, err := a.Rooms.CreateRoomAny(r.Context(), roomserver.CreateRoomRequest{
 		Creator:                   dev.UserID,
 		Visibility:                req.Visibility,
 		RoomAliasName:             req.RoomAliasName,

@@ -449,3 +449,32 @@ func TestRemoteRestrictedJoin(t *testing.T) {
 		t.Fatalf("restricted join of a non-member: %v, want M_FORBIDDEN", err)
 	}
 }
+
+// createRoom's invite list may name a partner's users (a direct chat
+// with a colleague at another practice); a non-partner's refuses the
+// request before any room exists.
+func TestCreateRoomInvitesRemoteUsers(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{"@eve:evil.test"}}); hstest.ErrCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("createRoom inviting a non-partner's user: %v, want M_FORBIDDEN", err)
+	}
+	if rooms, err := alice.JoinedRooms(ctx); err != nil || len(rooms.JoinedRooms) != 0 {
+		t.Fatalf("a refused createRoom left rooms behind: %v, %v", rooms, err)
+	}
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatalf("createRoom inviting a partner's user: %v", err)
+	}
+	if m := membershipOf(ctx, alice, created.RoomID, bob.UserID); m != "invite" {
+		t.Fatalf("bob is %q in the new room, want invite", m)
+	}
+	var inv event.MemberEventContent
+	if err := alice.StateEvent(ctx, created.RoomID, event.StateMember, bob.UserID.String(), &inv); err != nil || !inv.IsDirect {
+		t.Fatalf("the invite is not marked direct: %+v, %v", inv, err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, created.RoomID); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+}

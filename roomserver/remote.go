@@ -1224,3 +1224,38 @@ func (s *Service) knockRemote(ctx context.Context, server, roomID, userID, reaso
 		return s.storeOutOfBand(ctx, tx, room, knock, userID, spec.Knock)
 	})
 }
+
+// CreateRoomAny is CreateRoom whose invite list may name partners' users:
+// the room is created with the local invitees, then each remote one is
+// invited over federation. Every remote invitee's server must be a
+// partner, checked before anything is created; a partner that cannot be
+// reached costs its invite (logged), not the room.
+func (s *Service) CreateRoomAny(ctx context.Context, req CreateRoomRequest) (*CreateRoomResult, error) {
+	var local, remote []string
+	for _, u := range req.Invite {
+		if _, err := spec.NewUserID(u, true); err != nil {
+			return nil, httputil.InvalidParam("invalid user ID in invite: " + u)
+		}
+		if s.isLocal(u) {
+			local = append(local, u)
+			continue
+		}
+		if s.fed == nil || !s.fed.allowed(serverOfID(u)) {
+			return nil, httputil.Forbidden(serverOfID(u) + " is not a federation partner of this server")
+		}
+		if !slices.Contains(remote, u) {
+			remote = append(remote, u)
+		}
+	}
+	req.Invite = local
+	res, err := s.CreateRoom(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	for _, u := range remote {
+		if _, err := s.inviteRemote(ctx, MembershipRequest{RoomID: res.RoomID, Sender: req.Creator, Target: u, IsDirect: req.IsDirect}); err != nil {
+			slog.WarnContext(ctx, "createRoom: remote invite failed", "room_id", res.RoomID, "server", serverOfID(u), "err", err)
+		}
+	}
+	return res, nil
+}
