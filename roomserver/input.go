@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
+	"praxis/internal/httputil"
 	"praxis/internal/storage"
 )
 
@@ -138,8 +139,18 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 	if err != nil {
 		return "", err
 	}
-	if k, ok := known[pdu.EventID()]; ok && !k.outlier {
+	if k, ok := known[pdu.EventID()]; ok && (!k.outlier || k.rejected) {
+		if k.rejected {
+			return InputRejected, nil
+		}
 		return InputDuplicate, nil
+	}
+	if len(pdu.PrevEventIDs()) == 0 {
+		// only a create event has none, and this room has one already
+		if _, ok := known[pdu.EventID()]; ok {
+			return InputDuplicate, nil
+		}
+		return "", httputil.Forbidden("a second create event for " + room.id)
 	}
 
 	// 1. Auth events, fetched if missing (as outliers).
@@ -157,7 +168,7 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		return "", err
 	}
 	if reason := s.checkAuthEventsKnown(ctx, room, pdu, authPDUs, known); reason != "" {
-		slog.InfoContext(ctx, "federated event rejected by its auth events", "event_id", pdu.EventID(), "room_id", room.id, "reason", reason)
+		slog.InfoContext(ctx, "federated event rejected by its auth events", "event_id", pdu.EventID(), "type", pdu.Type(), "room_id", room.id, "reason", reason)
 		return InputRejected, s.storeOutlier(ctx, room, pdu, true)
 	}
 
@@ -173,6 +184,7 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 	var prevList []knownEvent
 	for _, id := range pdu.PrevEventIDs() {
 		k, ok := known[id]
+
 		if !ok || k.outlier {
 			return "", fmt.Errorf("event %s: %w", pdu.EventID(), ErrMissingPrevEvents)
 		}
@@ -197,7 +209,7 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 			// state before it is the current state (one check serves as
 			// both), and it is persisted exactly like a local event.
 			if err := gomatrixserverlib.Allowed(pdu, w, userIDForSender); err != nil {
-				slog.InfoContext(ctx, "federated event rejected by the state before it", "event_id", pdu.EventID(), "room_id", room.id, "reason", err.Error())
+				slog.InfoContext(ctx, "federated event rejected by the state before it", "event_id", pdu.EventID(), "type", pdu.Type(), "room_id", room.id, "reason", err.Error())
 				outcome = InputRejected
 				return s.insertOutlier(ctx, tx, room, pdu, true)
 			}
@@ -220,13 +232,13 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 			return err
 		}
 		if err := gomatrixserverlib.Allowed(pdu, provider, userIDForSender); err != nil {
-			slog.InfoContext(ctx, "federated event rejected by the state before it", "event_id", pdu.EventID(), "room_id", room.id, "reason", err.Error())
+			slog.InfoContext(ctx, "federated event rejected by the state before it", "event_id", pdu.EventID(), "type", pdu.Type(), "room_id", room.id, "reason", err.Error())
 			outcome = InputRejected
 			return s.insertOutlier(ctx, tx, room, pdu, true)
 		}
 		// Soft-fail against the current state.
 		if err := gomatrixserverlib.Allowed(pdu, w, userIDForSender); err != nil {
-			slog.InfoContext(ctx, "federated event soft-failed against current state", "event_id", pdu.EventID(), "room_id", room.id)
+			slog.InfoContext(ctx, "federated event soft-failed against current state", "event_id", pdu.EventID(), "type", pdu.Type(), "room_id", room.id, "reason", err.Error())
 			outcome = InputSoftFailed
 			return s.insertSoftFailed(ctx, tx, room, pdu, beforeGroup, before)
 		}
@@ -400,7 +412,11 @@ func (s *Service) ensureAuthEvents(ctx context.Context, room *roomInfo, pdu goma
 		if err != nil {
 			return err
 		}
-		rejected := s.checkAuthEvents(ctx, room, ev, auth) != ""
+		reason := s.checkAuthEvents(ctx, room, ev, auth)
+		rejected := reason != ""
+		if rejected {
+			slog.InfoContext(ctx, "fetched auth event rejected", "event_id", ev.EventID(), "type", ev.Type(), "room_id", room.id, "reason", reason)
+		}
 		if err := s.storeOutlier(ctx, room, ev, rejected); err != nil {
 			return err
 		}

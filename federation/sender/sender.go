@@ -428,15 +428,18 @@ func Backoff(n int64) time.Duration {
 }
 
 // pendingPDUs returns our events past sentPos (up to head) that dest
-// must receive: events of rooms where one of its users is joined, and
-// membership events about its users. lastPos is the position the batch
+// must receive: events of rooms where one of its users is joined (and was
+// when the event was sent: history from before a server joined is for
+// backfill under history visibility, not for pushing), and membership
+// events about its users. lastPos is the position the batch
 // covers: past the last event returned, or head when the batch is not
 // full (events in between are not for dest).
 func (s *Sender) pendingPDUs(ctx context.Context, dest string, sentPos, head int64) ([]json.RawMessage, int64, error) {
 	rows, err := s.db.Query(ctx, `SELECT e.stream_pos, e.json, r.room_id FROM events e JOIN rooms r ON r.room_nid = e.room_nid
 		WHERE e.stream_pos > $1 AND e.stream_pos <= $2 AND e.sender LIKE $3
 		AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
-		AND (EXISTS (SELECT 1 FROM room_members m WHERE m.room_nid = e.room_nid AND m.membership = 'join' AND m.user_id LIKE $4)
+		AND (EXISTS (SELECT 1 FROM room_members m WHERE m.room_nid = e.room_nid AND m.membership = 'join' AND m.user_id LIKE $4
+				AND m.stream_pos < e.stream_pos)
 			OR (e.type = 'm.room.member' AND e.state_key LIKE $4))
 		ORDER BY e.stream_pos LIMIT $5`,
 		sentPos, head, "%:"+s.serverName, "%:"+dest, maxPDUs)
