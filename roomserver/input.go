@@ -145,6 +145,9 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		}
 		return InputDuplicate, nil
 	}
+	// stored as an outlier already (an invite, state from a join): its
+	// row is completed by the fork path, which upserts
+	_, wasOutlier := known[pdu.EventID()]
 	if len(pdu.PrevEventIDs()) == 0 {
 		// only a create event has none, and this room has one already
 		if _, ok := known[pdu.EventID()]; ok {
@@ -204,7 +207,7 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		if err := w.load(ctx, needed); err != nil {
 			return err
 		}
-		if w.group != 0 && sameSet(pdu.PrevEventIDs(), w.extremities) && statesAre(prevList, w.group) {
+		if !wasOutlier && w.group != 0 && sameSet(pdu.PrevEventIDs(), w.extremities) && statesAre(prevList, w.group) {
 			// The common case: the event extends the room's head, so the
 			// state before it is the current state (one check serves as
 			// both), and it is persisted exactly like a local event.

@@ -57,8 +57,8 @@ func (s *Service) inputChain(ctx context.Context, pdus []gomatrixserverlib.PDU, 
 		if p.RoomID().String() != roomID || p.Version() != room.version.Version() {
 			break
 		}
-		if k, ok := known[p.EventID()]; ok && !k.outlier {
-			break // duplicates take the normal path (cheap)
+		if _, ok := known[p.EventID()]; ok {
+			break // duplicates and outliers take the normal path
 		}
 		ok := true
 		for _, id := range p.AuthEventIDs() {

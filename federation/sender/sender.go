@@ -246,7 +246,8 @@ func (s *Sender) discoverFromEvents(ctx context.Context) error {
 		return nil
 	}
 	rows, err := s.db.Query(ctx, `SELECT MIN(e.stream_pos), r.room_id FROM events e JOIN rooms r ON r.room_nid = e.room_nid
-		WHERE e.stream_pos > $1 AND e.stream_pos <= $2 AND e.sender LIKE $3 AND NOT e.outlier AND NOT e.rejected
+		WHERE e.stream_pos > $1 AND e.stream_pos <= $2 AND NOT e.outlier AND NOT e.rejected
+		AND (e.sender LIKE $3 OR (e.type = 'm.room.member' AND e.state_key = e.sender))
 		GROUP BY r.room_id`, from, head, "%:"+s.serverName)
 	if err != nil {
 		return fmt.Errorf("scan events for destinations: %w", err)
@@ -427,8 +428,10 @@ func Backoff(n int64) time.Duration {
 	return min(d, maxBackoff)
 }
 
-// pendingPDUs returns our events past sentPos (up to head) that dest
-// must receive: events of rooms where one of its users is joined (and was
+// pendingPDUs returns the events past sentPos (up to head) that dest
+// must receive — our own, and the membership events of other servers'
+// users (a join that came to us through send_join must reach every server
+// of the room; duplicates are dropped by the receiver): events of rooms where one of its users is joined (and was
 // when the event was sent: history from before a server joined is for
 // backfill under history visibility, not for pushing), and membership
 // events about its users. lastPos is the position the batch
@@ -436,7 +439,8 @@ func Backoff(n int64) time.Duration {
 // full (events in between are not for dest).
 func (s *Sender) pendingPDUs(ctx context.Context, dest string, sentPos, head int64) ([]json.RawMessage, int64, error) {
 	rows, err := s.db.Query(ctx, `SELECT e.stream_pos, e.json, r.room_id FROM events e JOIN rooms r ON r.room_nid = e.room_nid
-		WHERE e.stream_pos > $1 AND e.stream_pos <= $2 AND e.sender LIKE $3
+		WHERE e.stream_pos > $1 AND e.stream_pos <= $2
+		AND (e.sender LIKE $3 OR (e.type = 'm.room.member' AND e.state_key = e.sender AND e.sender NOT LIKE $4))
 		AND NOT e.outlier AND NOT e.rejected AND NOT e.soft_failed
 		AND (EXISTS (SELECT 1 FROM room_members m WHERE m.room_nid = e.room_nid AND m.membership = 'join' AND m.user_id LIKE $4
 				AND m.stream_pos < e.stream_pos)
