@@ -350,14 +350,6 @@ func TestRejoinAfterLeavingTakesFreshState(t *testing.T) {
 	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
 		t.Fatal(err)
 	}
-	// The sender discovers hs1 as a destination only while hs2 has a
-	// joined user: leaving before that would never reach hs1 (a known
-	// gap of federation/sender's discovery, reported).
-	waitFor(t, "hs2's sender to know hs1", func() bool {
-		var c int
-		_ = n.Server("hs2.test").DB.QueryRow(ctx, `SELECT COUNT(*) FROM federation_destinations WHERE server_name = 'hs1.test'`).Scan(&c)
-		return c == 1
-	})
 	if _, err := bob.LeaveRoom(ctx, room); err != nil {
 		t.Fatal(err)
 	}
@@ -477,4 +469,33 @@ func TestCreateRoomInvitesRemoteUsers(t *testing.T) {
 	if _, err := bob.JoinRoomByID(ctx, created.RoomID); err != nil {
 		t.Fatalf("bob joins: %v", err)
 	}
+}
+
+// With three servers, a server that joins through one learns of the
+// third from the room state and talks to it directly.
+func TestThreeServers(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test", "hs3.test")
+	alice, bob, carol := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob"), n.Server("hs3.test").Register(t, "carol")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := carol.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "hs3 to see bob's join", func() bool { return membershipOf(ctx, carol, room, bob.UserID) == "join" })
+	if _, err := bob.SendText(ctx, room, "from hs2 to all"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "hs3 to get bob's message", func() bool { return hasEvent(ctx, carol, room, event.EventMessage, "body", "from hs2 to all") })
+	waitFor(t, "hs1 to get bob's message", func() bool { return hasEvent(ctx, alice, room, event.EventMessage, "body", "from hs2 to all") })
+	if _, err := carol.SendText(ctx, room, "from hs3 to all"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "hs2 to get carol's message", func() bool { return hasEvent(ctx, bob, room, event.EventMessage, "body", "from hs3 to all") })
 }

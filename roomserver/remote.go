@@ -875,6 +875,10 @@ func (s *Service) storeJoinedRoom(ctx context.Context, impl gomatrixserverlib.IR
 			return err
 		}
 		joiner := *join.StateKey()
+		// The others were members before our join: their rows sit just
+		// before it on the stream (the sender relies on a member's
+		// position preceding the events it must receive; sync finds the
+		// new room-mates through our join's position).
 		for u, m := range members {
 			if u == joiner {
 				continue
@@ -882,7 +886,7 @@ func (s *Service) storeJoinedRoom(ctx context.Context, impl gomatrixserverlib.IR
 			if _, err := tx.Exec(ctx, `INSERT INTO room_members (room_nid, user_id, membership, event_nid, stream_pos, forgotten)
 				VALUES ($1, $2, $3, $4, $5, FALSE)
 				ON CONFLICT (room_nid, user_id) DO UPDATE SET membership = excluded.membership, event_nid = excluded.event_nid,
-					stream_pos = excluded.stream_pos`, room.nid, u, m, memberNID[u], pos); err != nil {
+					stream_pos = excluded.stream_pos`, room.nid, u, m, memberNID[u], pos-1); err != nil {
 				return fmt.Errorf("store membership of %s: %w", u, err)
 			}
 		}
