@@ -89,6 +89,11 @@ func (a *API) putAccountData(r *http.Request, dev *users.Device) (*empty, error)
 	if err != nil {
 		return nil, err
 	}
+	// The body is the content itself: unlike other endpoints an empty
+	// body is not the empty object.
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, httputil.NotJSON("account data content must be a JSON object")
+	}
 	var obj map[string]json.RawMessage
 	if err := httputil.Unmarshal(body, &obj); err != nil {
 		return nil, err
