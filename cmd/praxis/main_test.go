@@ -20,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"praxis/internal/config"
+	"praxis/internal/storage/storagetest"
 )
 
 // TestMain lets the test binary act as the praxis binary: the process
@@ -138,10 +139,25 @@ func TestAcknowledgedEventsSurviveKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test")
 	}
+	eachEngine(t, acknowledgedEventsSurviveKill9)
+}
+
+// eachEngine runs fn with the DSN of a fresh database on SQLite, and on
+// PostgreSQL when PRAXIS_TEST_POSTGRES is set.
+func eachEngine(t *testing.T, fn func(t *testing.T, dsn string)) {
+	for name, dsn := range storagetest.Engines(t) {
+		t.Run(name, func(t *testing.T) { fn(t, dsn(t)) })
+	}
+	if os.Getenv(storagetest.EnvPostgres) == "" {
+		t.Logf("postgres variant skipped: %s not set", storagetest.EnvPostgres)
+	}
+}
+
+func acknowledgedEventsSurviveKill9(t *testing.T, dsn string) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	args := fmt.Sprintf("--data-dir %s --listen-client %s --server-name hs1.test", dir, addr)
-	env := []string{"PRAXIS_REGISTRATION_OPEN=true", "PRAXIS_RATELIMIT_ENABLED=false", "PRAXIS_LOG_LEVEL=warn"}
+	env := []string{"PRAXIS_DATABASE=" + dsn, "PRAXIS_REGISTRATION_OPEN=true", "PRAXIS_RATELIMIT_ENABLED=false", "PRAXIS_LOG_LEVEL=warn"}
 	p := startPraxis(t, args, env...)
 	p.waitReady(t, addr)
 	ctx := context.Background()

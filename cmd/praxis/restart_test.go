@@ -25,10 +25,14 @@ func TestGracefulRestartKeepsEverything(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process test")
 	}
+	eachEngine(t, gracefulRestartKeepsEverything)
+}
+
+func gracefulRestartKeepsEverything(t *testing.T, dsn string) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
 	args := fmt.Sprintf("--data-dir %s --listen-client %s --server-name hs1", dir, addr)
-	env := []string{"PRAXIS_REGISTRATION_OPEN=true", "PRAXIS_RATELIMIT_ENABLED=false", "PRAXIS_LOG_LEVEL=warn", "PRAXIS_CARE_POLICY=off"}
+	env := []string{"PRAXIS_DATABASE=" + dsn, "PRAXIS_REGISTRATION_OPEN=true", "PRAXIS_RATELIMIT_ENABLED=false", "PRAXIS_LOG_LEVEL=warn", "PRAXIS_CARE_POLICY=off"}
 	p := startPraxis(t, args, env...)
 	p.waitReady(t, addr)
 	ctx := context.Background()
