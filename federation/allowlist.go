@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"praxis/internal/storage"
@@ -24,6 +25,10 @@ type Allowlist struct {
 	base []string
 	own  string
 	now  func() time.Time
+
+	// refreshing lets one caller re-read a stale list while the others
+	// use the previous one
+	refreshing atomic.Bool
 
 	mu        sync.RWMutex
 	open      bool // "*": open federation
@@ -99,7 +104,8 @@ func (a *Allowlist) Allowed(server string) bool {
 	allowed, listed := a.servers[server]
 	open := a.open
 	a.mu.RUnlock()
-	if stale {
+	if stale && a.refreshing.CompareAndSwap(false, true) {
+		defer a.refreshing.Store(false)
 		// A failed refresh keeps the last known list: closing federation
 		// because the database hiccuped would be worse than a few seconds
 		// of staleness. It is logged.
