@@ -846,6 +846,12 @@ func (s *Service) readE2EE(ctx context.Context, req *Request, since, head int64,
 		}
 		resp.DeviceLists = &DeviceLists{Changed: changed, Left: left}
 	}
+	return s.readKeyCounts(ctx, req, resp)
+}
+
+// readKeyCounts fills the device's one-time key counts and unused fallback
+// key types, which every response carries.
+func (s *Service) readKeyCounts(ctx context.Context, req *Request, resp *Response) error {
 	counts, err := s.e2ee.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID)
 	if err != nil {
 		return err
