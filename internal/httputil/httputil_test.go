@@ -76,4 +76,3 @@ func TestWriteErrorMapping(t *testing.T) {
 type errPlain string
 
 func (e errPlain) Error() string { return string(e) }
-
