@@ -125,9 +125,14 @@ func (a *api) do(ctx context.Context, method, path string, query url.Values, bod
 				e.Message = http.StatusText(resp.StatusCode)
 			}
 			if resp.StatusCode == http.StatusNotFound {
-				// A plain-text 404 is not the admin API answering: most
-				// likely the server runs it on its own admin.listen address.
-				e.Message += " (no admin API at " + a.base + "; is it on the admin.listen address?)"
+				// A plain-text 404 is not the Matrix API answering: most
+				// likely the wrong listener. The admin API may live on its
+				// own admin.listen address, which serves no client API.
+				if strings.HasPrefix(path, "/_matrix/client/") {
+					e.Message += " (no client API at " + a.base + "; with admin.listen set, give the client listener as --server for this command)"
+				} else {
+					e.Message += " (no admin API at " + a.base + "; is it on the admin.listen address?)"
+				}
 			}
 		}
 		return nil, e
