@@ -8,6 +8,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"praxis/internal/ephemeral"
+	"praxis/internal/users"
 	"praxis/roomserver"
 )
 
@@ -49,6 +50,13 @@ const (
 
 // build assembles the response for (since, head].
 func (s *Service) build(ctx context.Context, req *Request, head int64) (*Response, error) {
+	return s.buildWindow(ctx, req, head, false)
+}
+
+// buildWindow is build; roomsOnly says that (since, head] is known to hold
+// nothing of the streams besides room events and memberships (to-device,
+// account data, typing, receipts), so those reads are skipped.
+func (s *Service) buildWindow(ctx context.Context, req *Request, head int64, roomsOnly bool) (*Response, error) {
 	f := req.Filter
 	initial := !req.HasSince
 	since := int64(0)
@@ -65,7 +73,10 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 	// is committed too (positions commit in order), so read up to there
 	// and keep membership and timelines consistent.
 	for _, m := range ms {
-		head = max(head, m.StreamPos)
+		if m.StreamPos > head {
+			head = m.StreamPos
+			roomsOnly = false // nobody has looked at the positions added
+		}
 	}
 
 	var works []*roomWork
@@ -128,9 +139,11 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 	next := Token{Pos: head}
 
 	// account data: global to the top level, per room into the room
-	accountData, err := s.accounts.AccountDataSince(ctx, req.UserID, since)
-	if err != nil {
-		return nil, err
+	var accountData []users.AccountDataEntry
+	if !roomsOnly {
+		if accountData, err = s.accounts.AccountDataSince(ctx, req.UserID, since); err != nil {
+			return nil, err
+		}
 	}
 	byRoom := map[string]*roomWork{}
 	for _, w := range works {
@@ -187,7 +200,7 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 		}
 	}
 
-	if err := s.readEphemeral(ctx, req, works, since, head); err != nil {
+	if err := s.readEphemeral(ctx, req, works, since, head, roomsOnly); err != nil {
 		return nil, err
 	}
 
@@ -228,7 +241,7 @@ func (s *Service) build(ctx context.Context, req *Request, head int64) (*Respons
 	}
 
 	if s.e2ee != nil {
-		if err := s.readE2EE(ctx, req, since, head, resp, &next); err != nil {
+		if err := s.readE2EE(ctx, req, since, head, roomsOnly, resp, &next); err != nil {
 			return nil, err
 		}
 	}
@@ -551,7 +564,7 @@ func (s *Service) readState(ctx context.Context, req *Request, works []*roomWork
 }
 
 // readEphemeral reads typing and receipts of the joined rooms.
-func (s *Service) readEphemeral(ctx context.Context, req *Request, works []*roomWork, since, head int64) error {
+func (s *Service) readEphemeral(ctx context.Context, req *Request, works []*roomWork, since, head int64, roomsOnly bool) error {
 	ef := &req.Filter.Room.Ephemeral
 	wantTyping, wantReceipts := ef.Allows("m.typing", ""), ef.Allows("m.receipt", "")
 	if !wantTyping && !wantReceipts {
@@ -566,7 +579,7 @@ func (s *Service) readEphemeral(ctx context.Context, req *Request, works []*room
 			byID[w.m.RoomID] = w
 			if w.full {
 				fullIDs = append(fullIDs, w.m.RoomID)
-			} else {
+			} else if !roomsOnly {
 				deltaIDs = append(deltaIDs, w.m.RoomID)
 			}
 		}
@@ -823,14 +836,18 @@ func accountDataEvent(typ string, content json.RawMessage) json.RawMessage {
 
 // readE2EE fills the encryption fields. To-device messages are bounded per
 // response; when some are left, the token says how far they went.
-func (s *Service) readE2EE(ctx context.Context, req *Request, since, head int64, resp *Response, next *Token) error {
+func (s *Service) readE2EE(ctx context.Context, req *Request, since, head int64, roomsOnly bool, resp *Response, next *Token) error {
 	tdSince := int64(0)
 	if req.HasSince {
 		tdSince = req.Since.toDeviceSince()
 	}
-	msgs, upto, err := s.e2ee.ToDevice(ctx, req.UserID, req.DeviceID, tdSince, head, maxToDevice)
-	if err != nil {
-		return err
+	var msgs []json.RawMessage
+	var upto int64
+	if !roomsOnly {
+		var err error
+		if msgs, upto, err = s.e2ee.ToDevice(ctx, req.UserID, req.DeviceID, tdSince, head, maxToDevice); err != nil {
+			return err
+		}
 	}
 	if msgs == nil {
 		msgs = []json.RawMessage{}

@@ -277,11 +277,15 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		// (since, head] holds nothing for the user in any stream; if the
+		// rest up to newHead is room events only, so does the rest of
+		// every other stream
+		roomsOnly := s.notifier.OnlyRoomEvents(head, newHead, req.UserID)
 		head, joined = newHead, j
 		if !news {
 			continue
 		}
-		if resp, err := s.build(ctx, req, head); err != nil || !resp.empty() {
+		if resp, err := s.buildWindow(ctx, req, head, roomsOnly); err != nil || !resp.empty() {
 			return resp, err
 		}
 	}

@@ -107,6 +107,26 @@ func (n *Notifier) Concerns(since, upto int64, userID string, joined map[string]
 	return false
 }
 
+// OnlyRoomEvents reports whether every position in (since, upto] was
+// published through PublishChanges and none of them changes userID's
+// membership: then the window holds events of rooms the user's membership
+// did not change in, and nothing of the other streams (to-device, account
+// data, receipts, typing), so a reader may skip reading those.
+func (n *Notifier) OnlyRoomEvents(since, upto int64, userID string) bool {
+	if upto <= since || upto-since > maxChanges {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for p := since + 1; p <= upto; p++ {
+		c, ok := n.changes[p]
+		if !ok || c.Member == userID {
+			return false
+		}
+	}
+	return true
+}
+
 // Position returns the newest known stream position.
 func (n *Notifier) Position() int64 {
 	n.mu.Lock()

@@ -118,3 +118,29 @@ func TestChangesAreForgottenOldestFirst(t *testing.T) {
 		t.Error("remembered positions of another room must not concern the user")
 	}
 }
+
+func TestOnlyRoomEvents(t *testing.T) {
+	n := NewNotifier(10)
+	// 11, 12: messages; 13: bob joins; 14: to-device (no description)
+	n.PublishChanges([]Change{{Pos: 11, RoomID: "!a"}, {Pos: 12, RoomID: "!b"}, {Pos: 13, RoomID: "!a", Member: "@bob:x"}})
+	n.Publish(14)
+	for _, tc := range []struct {
+		name        string
+		since, upto int64
+		user        string
+		want        bool
+	}{
+		{"messages only", 10, 12, "@bob:x", true},
+		{"someone else's join", 10, 13, "@carol:x", true},
+		{"the user's own join", 10, 13, "@bob:x", false},
+		{"an undescribed position", 12, 14, "@carol:x", false},
+		{"empty window", 12, 12, "@carol:x", false},
+		{"before what the notifier remembers", 5, 12, "@carol:x", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := n.OnlyRoomEvents(tc.since, tc.upto, tc.user); got != tc.want {
+				t.Errorf("OnlyRoomEvents(%d, %d, %s) = %v, want %v", tc.since, tc.upto, tc.user, got, tc.want)
+			}
+		})
+	}
+}
