@@ -57,12 +57,9 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if req.TxnID != "" {
-		// fast path for retries, outside the room lock
-		if id, err := s.txnEvent(ctx, s.db, room.nid, req); err != nil || id != "" {
-			return id, err
-		}
-	}
+	// A retried transaction is found inside the transaction below, or
+	// here when building fails (the sender may have left since): looking
+	// it up first would cost every send a query for the rare retry.
 	p := proto{sender: req.Sender, evType: req.Type, stateKey: req.StateKey, content: req.Content, redacts: req.Redacts}
 	// Build, sign and auth-check against the committed head outside the
 	// transaction: that is most of an event's CPU, and writes to the
@@ -81,11 +78,22 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 			return "", err
 		}
 		if old != nil && string(old.SenderID()) == req.Sender && bytes.Equal(canonical(old.Content()), canonical(req.Content)) {
+			if req.TxnID != "" {
+				// a retry answers with its own first event
+				if id, err := s.txnEvent(ctx, s.db, room.nid, req); err != nil || id != "" {
+					return id, err
+				}
+			}
 			return old.EventID(), nil
 		}
 	}
 	prebuilt, err := pre.build(ctx, p)
 	if err != nil {
+		if req.TxnID != "" {
+			if id, terr := s.txnEvent(ctx, s.db, room.nid, req); terr != nil || id != "" {
+				return id, terr
+			}
+		}
 		return "", err
 	}
 	// The reference hash behind the event ID is computed on first use and
