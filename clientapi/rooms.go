@@ -234,6 +234,11 @@ func (a *API) sendState(r *http.Request, dev *users.Device) (*eventIDResponse, e
 		return nil, err
 	}
 	stateKey := r.PathValue("stateKey")
+	if r.PathValue("eventType") == "m.room.canonical_alias" && stateKey == "" {
+		if err := a.Rooms.CheckCanonicalAlias(r.Context(), r.PathValue("roomId"), content); err != nil {
+			return nil, err
+		}
+	}
 	id, err := a.Rooms.Send(r.Context(), roomserver.SendRequest{
 		RoomID:   r.PathValue("roomId"),
 		Sender:   dev.UserID,
