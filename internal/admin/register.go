@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"praxis/internal/httputil"
@@ -138,14 +139,17 @@ func (s *Service) registerSharedSecret(r *http.Request) (any, error) {
 	if err := checkPassword(req.Password); err != nil {
 		return nil, err
 	}
-	if err := s.users.ValidateLocalpart(req.Username); err != nil {
+	// The MAC covers the name as sent; the account gets it in lower case,
+	// as /register and Synapse do, since user IDs cannot hold capitals.
+	localpart := strings.ToLower(req.Username)
+	if err := s.users.ValidateLocalpart(localpart); err != nil {
 		return nil, userError(err)
 	}
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	var sess *users.Session
 	err = s.db.Transact(ctx, func(tx *storage.DB) error {
 		u := s.users.WithTx(tx)
-		a, err := u.CreateAccount(ctx, req.Username, req.Password, req.Admin, "user")
+		a, err := u.CreateAccount(ctx, localpart, req.Password, req.Admin, "user")
 		if err != nil {
 			return userError(err)
 		}
