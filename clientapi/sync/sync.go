@@ -80,6 +80,7 @@ type Service struct {
 	notifier  *streams.Notifier
 	head      func(ctx context.Context) (int64, error)
 	now       func() time.Time
+	drain     <-chan struct{}
 }
 
 // New returns the sync service. head reads the committed stream head from
@@ -91,6 +92,15 @@ func New(rooms Rooms, eph Ephemeral, accounts Accounts, notifier *streams.Notifi
 // SetE2EE plugs in the encryption streams; without it the E2EE fields of
 // the response are left out.
 func (s *Service) SetE2EE(e E2EE) { s.e2ee = e }
+
+// SetDrain gives the channel the server closes when it shuts down: waiting
+// long-polls then answer as at their timeout, so a restart does not wait
+// for them (and their clients get a normal response, not a dropped
+// connection).
+func (s *Service) SetDrain(c <-chan struct{}) { s.drain = c }
+
+// expired is a deadline that has passed.
+var expired = func() <-chan time.Time { c := make(chan time.Time); close(c); return c }()
 
 // Request is a parsed /sync request.
 type Request struct {
@@ -230,9 +240,14 @@ func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
 	// ask the cheap question "anything for me in (head, new head]?" and
 	// build a response only when the answer is yes.
 	seen := head // the newest notifier position already looked at
+	drain := s.drain
 	for {
 		if s.notifier.Position() <= seen {
 			select {
+			case <-drain:
+				// shutting down: answer as at the timeout
+				drain, deadline = nil, expired
+				continue
 			case <-changed:
 			case <-deadline:
 				// the final answer: empty, or whatever arrived just now,

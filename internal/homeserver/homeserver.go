@@ -65,6 +65,9 @@ type Server struct {
 	bgWG     sync.WaitGroup
 
 	servers []*http.Server
+	// drain is closed when Run begins to shut down: waiting /sync
+	// long-polls answer at once instead of holding the shutdown up.
+	drain chan struct{}
 }
 
 // Options tune a server for tests and benchmarks.
@@ -212,6 +215,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	api.Ephemeral = eph
 	api.Sync = syncapi.New(s.Rooms, eph, s.Users, s.Notifier, db.StreamHead)
 	api.Sync.SetE2EE(s.E2EE)
+	s.drain = make(chan struct{})
+	api.Sync.SetDrain(s.drain)
 	// accounts: account data wakes /sync; login and registration are throttled per address
 	s.Users.SetNotifier(s.Notifier)
 	if cfg.RateLimit.Enabled {
@@ -379,6 +384,7 @@ func (s *Server) Run(ctx context.Context) error {
 	case runErr = <-errc:
 	}
 	slog.Info("shutting down")
+	close(s.drain)
 	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for _, srv := range s.servers {
