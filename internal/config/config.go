@@ -263,13 +263,46 @@ func Load(flags Flags, environ []string) (*Config, error) {
 		spaceSeparatedList,
 	)))
 	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, decodeProblems(err)
 	}
 	c.fillDerived()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// decodeProblems turns mapstructure's error (a header, a blank line and
+// one line per value) into one "config key K: problem" line per value, the
+// form Validate uses.
+func decodeProblems(err error) error {
+	var lines []error
+	var walk func(error)
+	walk = func(e error) {
+		de, isDecode := e.(*mapstructure.DecodeError)
+		switch {
+		case isDecode && de.Name() != "":
+			lines = append(lines, fmt.Errorf("config key %s: %w", de.Name(), de.Unwrap()))
+		case e == nil:
+		default:
+			if j, ok := e.(interface{ Unwrap() []error }); ok {
+				for _, x := range j.Unwrap() {
+					walk(x)
+				}
+				return
+			}
+			if u := errors.Unwrap(e); u != nil {
+				walk(u)
+				return
+			}
+			lines = append(lines, fmt.Errorf("config: %w", e))
+		}
+	}
+	walk(err)
+	if len(lines) == 0 {
+		return fmt.Errorf("config: %w", err)
+	}
+	return errors.Join(lines...)
 }
 
 // spaceSeparatedList decodes "a b c" (how lists arrive from the environment)

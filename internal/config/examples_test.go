@@ -146,3 +146,22 @@ func lookup(v reflect.Value, key string) any {
 	}
 	return nil
 }
+
+// TestUndecodableValuesNameTheirKeys: a value of the wrong type (from the
+// file or the environment) is reported like any other problem, one
+// "config key K:" line per key, every key at once.
+func TestUndecodableValuesNameTheirKeys(t *testing.T) {
+	_, err := Load(Flags{ConfigFile: writeFile(t, "limits:\n  max_body_bytes: lots\n")}, []string{"PRAXIS_REGISTRATION_OPEN=maybe", "PRAXIS_TURN_TTL=forever"})
+	if err == nil {
+		t.Fatal("Load accepted undecodable values")
+	}
+	msg := err.Error()
+	for _, want := range []string{"config key registration.open:", "config key turn.ttl:", "config key limits.max_body_bytes:"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "\n\n") || strings.Contains(msg, "decoding failed") {
+		t.Errorf("error keeps the decoder's header: %q", msg)
+	}
+}
