@@ -68,7 +68,9 @@ func TestStockClientResolvesThenJoins(t *testing.T) {
 
 				join := tc.join
 				if join == nil {
-					join = func(c *mautrix.Client, _ id.RoomID) (*mautrix.RespJoinRoom, error) { return c.JoinRoom(ctx, alias.String(), nil) }
+					join = func(c *mautrix.Client, _ id.RoomID) (*mautrix.RespJoinRoom, error) {
+						return c.JoinRoom(ctx, alias.String(), nil)
+					}
 				}
 				joined, err := join(patient, res.RoomID)
 				if err != nil {
