@@ -34,32 +34,35 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
-type statusRecorder struct {
+// StatusRecorder remembers the status a handler wrote (200 if it wrote a
+// body without one), for logging and metrics. It passes Flush through so
+// that streaming responses keep working.
+type StatusRecorder struct {
 	http.ResponseWriter
-	status int
+	Status int
 }
 
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
+func (s *StatusRecorder) WriteHeader(code int) {
+	if s.Status == 0 {
+		s.Status = code
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
 
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
+func (s *StatusRecorder) Write(b []byte) (int, error) {
+	if s.Status == 0 {
+		s.Status = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
 }
 
-func (s *statusRecorder) Flush() {
+func (s *StatusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
 }
 
-func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+func (s *StatusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // Middleware gives each request an ID, a JSON body limit, CORS headers for
 // browser clients, panic recovery and one debug log line. It logs the
@@ -79,19 +82,19 @@ func Middleware(next http.Handler, maxBody int64) http.Handler {
 			w.WriteHeader(http.StatusOK)
 			return
 		}
-		rec := &statusRecorder{ResponseWriter: w}
+		rec := &StatusRecorder{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {
 					panic(p)
 				}
 				slog.ErrorContext(ctx, "handler panic", "request_id", id, "path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
-				if rec.status == 0 {
+				if rec.Status == 0 {
 					WriteJSON(rec, http.StatusInternalServerError, map[string]any{"errcode": "M_UNKNOWN", "error": "internal server error"})
 				}
 			}
 			slog.DebugContext(ctx, "request", "request_id", id, "method", r.Method, "path", r.URL.Path,
-				"status", rec.status, "duration_ms", time.Since(start).Milliseconds())
+				"status", rec.Status, "duration_ms", time.Since(start).Milliseconds())
 		}()
 		next.ServeHTTP(rec, r)
 	})

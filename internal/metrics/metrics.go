@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"praxis/internal/httputil"
 )
 
 // Registry is one node's metrics.
@@ -42,45 +44,18 @@ func (r *Registry) Register(c prometheus.Collector) { r.reg.MustRegister(c) }
 // AddText appends a service's own exposition text to every scrape.
 func (r *Registry) AddText(w func(io.Writer) error) { r.extra = append(r.extra, w) }
 
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
-	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) Flush() {
-	if f, ok := s.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
 // Instrument times every request. The route label is the ServeMux pattern
 // that matched, so a label never carries a user, room or event ID.
 func (r *Registry) Instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &httputil.StatusRecorder{ResponseWriter: w}
 		next.ServeHTTP(sw, req)
 		route := req.Pattern
 		if route == "" {
 			route = "unmatched"
 		}
-		status := sw.status
+		status := sw.Status
 		if status == 0 {
 			status = http.StatusOK
 		}
