@@ -6,132 +6,23 @@ package federation_test
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/crypto/cryptohelper"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"praxis/internal/hstest"
 )
 
-// e2eeClient is a logged-in device with its own Olm account, syncing in
-// the background and recording what it decrypted.
-type e2eeClient struct {
-	*mautrix.Client
-	store *crypto.MemoryStore
-
-	mu        sync.Mutex
-	decrypted map[id.EventID]string
-	// machMu serialises the test's crypto calls with sync processing
-	// (mautrix's OlmMachine caches cross-signing keys without a lock).
-	machMu sync.Mutex
-}
-
-type lockedSyncer struct {
-	*mautrix.DefaultSyncer
-	mu *sync.Mutex
-}
-
-func (l *lockedSyncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.DefaultSyncer.ProcessResponse(ctx, resp, since)
-}
-
-func newE2EEClient(t *testing.T, c *mautrix.Client) *e2eeClient {
+// newE2EEClient is an hstest.CryptoClient whose waits keep this package's
+// waitFor deadline (membership_test.go).
+func newE2EEClient(t *testing.T, c *mautrix.Client) *hstest.CryptoClient {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &e2eeClient{Client: c, store: crypto.NewMemoryStore(nil), decrypted: map[id.EventID]string{}}
-	c.StateStore = mautrix.NewMemoryStateStore()
-	syncer := c.Syncer.(*mautrix.DefaultSyncer)
-	c.Syncer = &lockedSyncer{DefaultSyncer: syncer, mu: &e.machMu}
-	h, err := cryptohelper.NewCryptoHelper(c, []byte("praxis test pickle key"), e.store)
-	if err != nil {
-		t.Fatalf("crypto helper: %v", err)
-	}
-	syncer.OnEvent(c.StateStoreSyncHandler)
-	if err := h.Init(ctx); err != nil {
-		t.Fatalf("crypto init for %s: %v", c.DeviceID, err)
-	}
-	c.Crypto = h
-	syncer.OnEventType(event.EventMessage, func(ctx context.Context, evt *event.Event) {
-		if evt.Mautrix.EventSource&event.SourceDecrypted == 0 {
-			return
-		}
-		e.mu.Lock()
-		e.decrypted[evt.ID] = evt.Content.AsMessage().Body
-		e.mu.Unlock()
-	})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ctx.Err() == nil {
-			if err := c.SyncWithContext(ctx); err != nil && ctx.Err() == nil {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	e := hstest.NewCryptoClient(t, c)
+	e.Timeout = 15 * time.Second
 	return e
-}
-
-func (e *e2eeClient) waitRoom(t *testing.T, room id.RoomID, members ...*e2eeClient) {
-	t.Helper()
-	ctx := context.Background()
-	waitFor(t, string(e.UserID)+" to see the encrypted room with everyone", func() bool {
-		if enc, _ := e.StateStore.IsEncrypted(ctx, room); !enc {
-			return false
-		}
-		for _, m := range members {
-			if !e.StateStore.IsInRoom(ctx, room, m.UserID) {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-func (e *e2eeClient) send(t *testing.T, room id.RoomID, body string) id.EventID {
-	t.Helper()
-	e.machMu.Lock()
-	resp, err := e.SendMessageEvent(context.Background(), room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: body})
-	e.machMu.Unlock()
-	if err != nil {
-		t.Fatalf("%s sends: %v", e.DeviceID, err)
-	}
-	return resp.EventID
-}
-
-// locked runs a client call that touches the state store while no sync
-// response is being processed.
-func (e *e2eeClient) locked(fn func() error) error {
-	e.machMu.Lock()
-	defer e.machMu.Unlock()
-	return fn()
-}
-
-func (e *e2eeClient) body(evt id.EventID) (string, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	b, ok := e.decrypted[evt]
-	return b, ok
-}
-
-func (e *e2eeClient) waitDecrypt(t *testing.T, evt id.EventID, want string) {
-	t.Helper()
-	waitFor(t, fmt.Sprintf("%s/%s to decrypt %q", e.UserID, e.DeviceID, want), func() bool {
-		b, ok := e.body(evt)
-		return ok && b == want
-	})
 }
 
 // A practice on hs1 invites a practice on hs2 into an encrypted room;
@@ -147,44 +38,44 @@ func testFederatedE2EE(t *testing.T, n *hstest.Network) {
 	cardio := newE2EEClient(t, hs2.Register(t, "cardio"))
 
 	var created *mautrix.RespCreateRoom
-	if err := gp.locked(func() (err error) {
+	if err := gp.Locked(func() (err error) {
 		created, err = gp.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Konsil"})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	room := created.RoomID
-	if err := gp.locked(func() error {
+	if err := gp.Locked(func() error {
 		_, err := gp.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: cardio.UserID})
 		return err
 	}); err != nil {
 		t.Fatalf("invite: %v", err)
 	}
-	if err := cardio.locked(func() error { _, err := cardio.JoinRoomByID(ctx, room); return err }); err != nil {
+	if err := cardio.Locked(func() error { _, err := cardio.JoinRoomByID(ctx, room); return err }); err != nil {
 		t.Fatalf("join: %v", err)
 	}
-	gp.waitRoom(t, room, gp, cardio)
-	cardio.waitRoom(t, room, gp, cardio)
+	gp.WaitRoom(t, room, gp, cardio)
+	cardio.WaitRoom(t, room, gp, cardio)
 
-	e1 := gp.send(t, room, "EKG anbei")
-	cardio.waitDecrypt(t, e1, "EKG anbei")
-	e2 := cardio.send(t, room, "Befund folgt")
-	gp.waitDecrypt(t, e2, "Befund folgt")
+	e1 := gp.Send(t, room, "EKG anbei")
+	cardio.WaitDecrypt(t, e1, "EKG anbei")
+	e2 := cardio.Send(t, room, "Befund folgt")
+	gp.WaitDecrypt(t, e2, "Befund folgt")
 
 	cardio2 := newE2EEClient(t, hs2.Login(t, "cardio"))
-	cardio2.waitRoom(t, room, gp, cardio)
+	cardio2.WaitRoom(t, room, gp, cardio)
 	waitFor(t, "hs1's client to learn hs2's new device", func() bool {
-		dev, _ := gp.store.GetDevice(ctx, cardio.UserID, cardio2.DeviceID)
+		dev, _ := gp.Store.GetDevice(ctx, cardio.UserID, cardio2.DeviceID)
 		return dev != nil
 	})
-	e3 := gp.send(t, room, "nachher")
-	cardio.waitDecrypt(t, e3, "nachher")
-	cardio2.waitDecrypt(t, e3, "nachher")
+	e3 := gp.Send(t, room, "nachher")
+	cardio.WaitDecrypt(t, e3, "nachher")
+	cardio2.WaitDecrypt(t, e3, "nachher")
 
 	// A colleague on hs2 joins later and sees the history (as ciphertext:
 	// room keys reach devices that existed when they were shared).
 	colleague := hs2.Register(t, "assist")
-	if err := cardio.locked(func() error {
+	if err := cardio.Locked(func() error {
 		_, err := cardio.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: colleague.UserID})
 		return err
 	}); err != nil {
@@ -223,7 +114,7 @@ func TestRemoteKeysCachedAndFollowedByEDUs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bob.locked(func() error {
+	if err := bob.Locked(func() error {
 		_, err := bob.JoinRoom(ctx, created.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}})
 		return err
 	}); err != nil {
@@ -249,7 +140,7 @@ func TestRemoteKeysCachedAndFollowedByEDUs(t *testing.T) {
 	newE2EEClient(t, hs2.Login(t, "bob"))
 	waitFor(t, "the device-list EDU to reach hs1's cache", func() bool { return cached() == 2 })
 	mach := bob.Crypto.(*cryptohelper.CryptoHelper).Machine()
-	if err := bob.locked(func() error {
+	if err := bob.Locked(func() error {
 		_, _, err := mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, "password-bob", "")
 		return err
 	}); err != nil {

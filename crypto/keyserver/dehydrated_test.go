@@ -54,8 +54,8 @@ func (d *dehydratingTransport) RoundTrip(r *http.Request) (*http.Response, error
 func TestE2EEDehydratedDeviceReceivesKeys(t *testing.T) {
 	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
 		ctx := context.Background()
-		practice := newE2EEClient(t, srv.Register(t, "praxis"))
-		patient := newE2EEClient(t, srv.Register(t, "patient"))
+		practice := hstest.NewCryptoClient(t, srv.Register(t, "praxis"))
+		patient := hstest.NewCryptoClient(t, srv.Register(t, "patient"))
 		room := pairingRoom(t, practice, patient)
 
 		// The patient's client creates the dehydrated device: a real Olm
@@ -82,8 +82,8 @@ func TestE2EEDehydratedDeviceReceivesKeys(t *testing.T) {
 			t.Fatalf("dehydrated device keys not served: %v", err)
 		}
 
-		msg := practice.send(t, room, "Termin am Montag")
-		patient.waitDecrypt(t, msg, "Termin am Montag")
+		msg := practice.Send(t, room, "Termin am Montag")
+		patient.WaitDecrypt(t, msg, "Termin am Montag")
 
 		// Rehydration on a new login: read the dehydrated device's inbox
 		// and hand it to the dehydrated Olm account.
