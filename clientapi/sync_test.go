@@ -999,3 +999,40 @@ func TestSyncUnreadThreadNotifications(t *testing.T) {
 		}
 	})
 }
+
+// Complement TestSync "Newly joined room has correct timeline in
+// incremental sync": a room joined since the token has history the client
+// never saw, so a timeline that leaves any of it out is limited.
+func TestSyncNewlyJoinedRoomTimelineIsLimited(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		filter := `{"room":{"timeline":{"limit":10,"types":["m.room.message"]},"state":{"types":[]}}}`
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		for i := range 4 {
+			mustSend(t, alice, roomID, fmt.Sprintf("before %d", i))
+		}
+		since := syncRaw(t, bob, map[string]string{"filter": filter}).Get("next_batch").String()
+		for i := range 4 {
+			mustSend(t, alice, roomID, fmt.Sprintf("after %d", i))
+		}
+		mustJoin(t, bob, roomID)
+		tl := room(syncRaw(t, bob, map[string]string{"since": since, "filter": filter}), "join", roomID).Get("timeline")
+		got := bodies(tl)
+		if len(got) != 8 || got[0] != "before 0" || got[7] != "after 3" {
+			t.Errorf("timeline of a newly joined room = %v, want the 8 messages it holds", got)
+		}
+		// the state events before the messages were left out
+		if !tl.Get("limited").Bool() {
+			t.Errorf("timeline leaves out the room's creation but is not limited: %s", tl.Raw)
+		}
+
+		// a room created (and so joined) after the token: nothing left out
+		since = syncRaw(t, bob, map[string]string{"filter": filter}).Get("next_batch").String()
+		own := mustCreateRoom(t, bob, &mautrix.ReqCreateRoom{})
+		mustSend(t, bob, own, "only")
+		tl = room(syncRaw(t, bob, map[string]string{"since": since, "filter": `{"room":{"timeline":{"limit":50}}}`}), "join", own).Get("timeline")
+		if tl.Get("limited").Bool() || tl.Get("events.0.type").String() != "m.room.create" {
+			t.Errorf("timeline of a room created since the token: %s, want it whole and not limited", tl.Raw)
+		}
+	})
+}

@@ -88,9 +88,10 @@ func (s *Service) buildWindow(ctx context.Context, req *Request, head int64, roo
 		switch m.Membership {
 		case "join":
 			// a membership event in the window may be a join (full state,
-			// see markNewlyJoined) or a profile change of a member
-			full := initial || req.FullState
-			works = append(works, &roomWork{m: m, join: true, full: full, rng: roomserver.SyncRange{RoomNID: m.RoomNID, From: since, To: head}})
+			// see markNewlyJoined) or a profile change of a member;
+			// full_state applies after that, as it does not widen the
+			// timeline of a room the client knows
+			works = append(works, &roomWork{m: m, join: true, full: initial, rng: roomserver.SyncRange{RoomNID: m.RoomNID, From: since, To: head}})
 		case "invite":
 			if initial || m.StreamPos > since {
 				invites = append(invites, m)
@@ -122,6 +123,14 @@ func (s *Service) buildWindow(ctx context.Context, req *Request, head int64, roo
 
 	if err := s.markNewlyJoined(ctx, works, since); err != nil {
 		return nil, err
+	}
+	// A room joined since the token holds history the client never saw:
+	// its timeline is the room's newest events, not only those after the
+	// token, so that limited tells whether older ones exist.
+	for _, w := range works {
+		if w.join && w.full && !initial {
+			w.rng.From = 0
+		}
 	}
 	if req.FullState {
 		for _, w := range works {
