@@ -1036,3 +1036,47 @@ func TestSyncNewlyJoinedRoomTimelineIsLimited(t *testing.T) {
 		}
 	})
 }
+
+// unsigned.membership (spec v1.11, Complement TestMembershipOnEvents) on
+// /sync timeline events: the syncing user's membership right after each.
+func TestSyncTimelineMembershipOnEvents(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustSend(t, alice, roomID, "before bob")
+		mustJoin(t, bob, roomID)
+		mustSend(t, alice, roomID, "with bob")
+		membership := func(tl gjson.Result) map[string]string {
+			out := map[string]string{}
+			for _, e := range tl.Get("events").Array() {
+				key := e.Get("content.body").String()
+				if e.Get("type").String() == "m.room.member" {
+					key = e.Get("state_key").String() + " " + e.Get("content.membership").String()
+				}
+				out[key] = e.Get("unsigned.membership").String()
+			}
+			return out
+		}
+		initial := syncRaw(t, bob, map[string]string{})
+		got := membership(room(initial, "join", roomID).Get("timeline"))
+		want := map[string]string{"before bob": "leave", string(bob.UserID) + " join": "join", "with bob": "join"}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("initial sync: unsigned.membership of %q = %q, want %q (all: %v)", k, got[k], v, got)
+			}
+		}
+		if got := membership(room(syncRaw(t, alice, map[string]string{}), "join", roomID).Get("timeline")); got["before bob"] != "join" {
+			t.Errorf("the creator's view: %v, want join everywhere", got)
+		}
+
+		if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		inc := syncRaw(t, bob, map[string]string{"since": initial.Get("next_batch").String()})
+		got = membership(room(inc, "leave", roomID).Get("timeline"))
+		if got[string(bob.UserID)+" leave"] != "leave" {
+			t.Errorf("bob's own leave: unsigned.membership = %v, want leave", got)
+		}
+	})
+}

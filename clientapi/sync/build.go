@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"praxis/internal/ephemeral"
 	"praxis/internal/users"
@@ -27,7 +28,10 @@ type roomWork struct {
 	tl        *roomserver.SyncTimeline
 	// timeline events the user may see and the filter lets through
 	events []*roomserver.StoredEvent
-	state  []*roomserver.StoredEvent
+	// the user's membership right after each of events, by NID
+	// (unsigned.membership, spec v1.11)
+	memberships map[int64]string
+	state       []*roomserver.StoredEvent
 	// where the state at the start of the timeline comes from
 	source stateSource
 	group  int64
@@ -419,6 +423,25 @@ func (s *Service) readTimelines(ctx context.Context, req *Request, works []*room
 			w.events = append(w.events, e)
 		}
 	}
+	// unsigned.membership for every timeline event of the response in one
+	// batch; the federation format sends the PDU as stored, without it
+	if req.Filter.EventFormat == "federation" {
+		return nil
+	}
+	var all []*roomserver.StoredEvent
+	for _, w := range works {
+		all = append(all, w.events...)
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	ms, err := s.rooms.MembershipsAt(ctx, req.UserID, all)
+	if err != nil {
+		return err
+	}
+	for _, w := range works {
+		w.memberships = ms
+	}
 	return nil
 }
 
@@ -805,7 +828,13 @@ func strip(v gjson.Result) json.RawMessage {
 func (s *Service) renderTimeline(req *Request, w *roomWork, head, nowMS int64) Timeline {
 	tl := Timeline{Events: make([]json.RawMessage, 0, len(w.events))}
 	for _, e := range w.events {
-		tl.Events = append(tl.Events, renderEvent(req, e, nowMS))
+		ev := renderEvent(req, e, nowMS)
+		if m, ok := w.memberships[e.NID]; ok {
+			if out, err := sjson.SetBytes(ev, "unsigned.membership", m); err == nil {
+				ev = out
+			}
+		}
+		tl.Events = append(tl.Events, ev)
 	}
 	if w.tl != nil && len(w.tl.Events) > 0 {
 		tl.Limited = w.tl.Limited

@@ -31,6 +31,7 @@ type Rooms interface {
 	SyncSummaries(ctx context.Context, userID string, roomNIDs []int64) (map[int64]*roomserver.SyncSummary, error)
 	SyncUnreadCounts(ctx context.Context, userID string, bounds map[int64]roomserver.SyncUnreadBounds) (map[int64]*roomserver.SyncUnread, error)
 	FilterVisible(ctx context.Context, userID string, events []*roomserver.StoredEvent) ([]*roomserver.StoredEvent, error)
+	MembershipsAt(ctx context.Context, userID string, events []*roomserver.StoredEvent) (map[int64]string, error)
 	EventsByID(ctx context.Context, ids []string) ([]*roomserver.StoredEvent, error)
 	SyncChanged(ctx context.Context, userID string, since, upto int64) (bool, []string, error)
 }
