@@ -105,10 +105,12 @@ func (s *Service) buildWindow(ctx context.Context, req *Request, head int64, roo
 				knocks = append(knocks, m)
 			}
 		case "leave", "ban":
-			if m.Forgotten {
+			newlyLeft := !initial && m.StreamPos > since
+			// A room forgotten soon after the leave still reports the
+			// leave once, or the user's other devices never learn of it.
+			if m.Forgotten && !newlyLeft {
 				continue
 			}
-			newlyLeft := !initial && m.StreamPos > since
 			// Rooms left earlier appear only when asked for, and then only
 			// where there is something to send: a full sync.
 			if !newlyLeft && !(f.Room.IncludeLeave && (initial || req.FullState)) {

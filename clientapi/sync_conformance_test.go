@@ -1,0 +1,50 @@
+package clientapi_test
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+
+	"praxis/internal/hstest"
+)
+
+// Complement TestRoomForget "Leave for forgotten room shows up in v2
+// incremental /sync": forgetting a room right after leaving it must not
+// hide the leave from a sync whose token predates it; older forgotten
+// rooms stay out even with include_leave.
+func TestSyncForgottenRoomLeaveShowsOnce(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustJoin(t, bob, roomID)
+		mustSend(t, alice, roomID, "hello")
+		filter := `{"room":{"include_leave":true}}`
+		before := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+		if _, err := alice.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.ForgetRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		mustSend(t, bob, roomID, "after")
+		resp := syncRaw(t, alice, map[string]string{"since": before, "filter": filter})
+		evs := room(resp, "leave", roomID).Get("timeline.events").Array()
+		if len(evs) == 0 || evs[len(evs)-1].Get("content.membership").String() != "leave" {
+			t.Fatalf("leave of a forgotten room missing from the incremental sync: %s", resp.Get("rooms").Raw)
+		}
+		for _, e := range evs {
+			if e.Get("content.body").String() == "after" {
+				t.Errorf("a left room's timeline runs past the leave: %s", e.Raw)
+			}
+		}
+		next := resp.Get("next_batch").String()
+		if r := room(syncRaw(t, alice, map[string]string{"since": next, "filter": filter}), "leave", roomID); r.Exists() {
+			t.Errorf("forgotten room shows again after its leave was sent: %s", r.Raw)
+		}
+		if r := room(syncRaw(t, alice, map[string]string{"filter": filter}), "leave", roomID); r.Exists() {
+			t.Errorf("forgotten room in an initial sync with include_leave: %s", r.Raw)
+		}
+	})
+}
