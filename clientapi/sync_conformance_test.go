@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 
 	"praxis/internal/hstest"
 )
@@ -45,6 +46,60 @@ func TestSyncForgottenRoomLeaveShowsOnce(t *testing.T) {
 		}
 		if r := room(syncRaw(t, alice, map[string]string{"filter": filter}), "leave", roomID); r.Exists() {
 			t.Errorf("forgotten room in an initial sync with include_leave: %s", r.Raw)
+		}
+	})
+}
+
+// TestSyncHiddenStateIsNotLost: under "invited" history visibility a
+// joiner cannot see events from before their invite, but state changes
+// among them (here the room becoming encrypted) must still reach the
+// client, or it would send plaintext into an encrypted room. The timeline
+// therefore starts after the last hidden event and the state section
+// covers everything before it.
+func TestSyncHiddenStateIsNotLost(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat",
+			InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Raw: map[string]any{"history_visibility": "invited"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", map[string]string{"topic": "Befunde"}); err != nil {
+			t.Fatal(err)
+		}
+		first, err := bob.SyncRequest(ctx, 0, "", "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		invited, err := bob.SyncRequest(ctx, 0, first.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		joined, err := bob.SyncRequest(ctx, 0, invited.NextBatch, "", false, event.PresenceOnline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jr, ok := joined.Rooms.Join[room.RoomID]
+		if !ok {
+			t.Fatal("joined room missing from sync")
+		}
+		seen := map[string]bool{}
+		for _, e := range append(jr.State.Events, jr.Timeline.Events...) {
+			if e.StateKey != nil {
+				seen[e.Type.Type] = true
+			}
+		}
+		for _, want := range []event.Type{event.StateEncryption, event.StateTopic, event.StateHistoryVisibility} {
+			if !seen[want.Type] {
+				t.Errorf("%s is in neither state nor timeline of the newly joined room", want.Type)
+			}
 		}
 	})
 }

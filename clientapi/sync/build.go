@@ -417,6 +417,14 @@ func (s *Service) readTimelines(ctx context.Context, req *Request, works []*room
 			// the user's own leave (or ban) always shows, so that a
 			// rejected invite disappears from the client
 			if (!w.join || e.StreamPos < w.m.StreamPos) && !visible[e.NID] && e.NID != w.m.EventNID {
+				// A hidden event cuts the timeline: what is returned must be
+				// a gapless run, because the state section is the state
+				// before its first event. Visible events before a hidden
+				// state change (say m.room.encryption before the user's
+				// invite under "invited" visibility) would otherwise leave
+				// that change out of both sections.
+				w.events = nil
+				w.tl.Limited = true
 				continue
 			}
 			if !tf.AllowsEvent(e.Type, e.Sender, gjson.GetBytes(e.JSON, "content.url").Exists()) {
