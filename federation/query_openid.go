@@ -3,10 +3,8 @@ package federation
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +12,7 @@ import (
 
 	"praxis/internal/httputil"
 	"praxis/internal/storage"
+	"praxis/internal/users"
 )
 
 // OpenID issues the short-lived tokens with which a user proves their
@@ -36,11 +35,6 @@ func (o *OpenID) now() time.Time {
 		return o.Now()
 	}
 	return time.Now()
-}
-
-func hashToken(tok string) string {
-	h := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(h[:])
 }
 
 // Token is the client's answer to request_token.
@@ -69,7 +63,7 @@ func (o *OpenID) issue(ctx context.Context, userID string) (*Token, error) {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)`,
-			hashToken(tok), userID, now.Add(openIDLifetime).UnixMilli())
+			users.HashToken(tok), userID, now.Add(openIDLifetime).UnixMilli())
 		return err
 	})
 	if err != nil {
@@ -91,7 +85,7 @@ func (o *OpenID) userInfo(r *http.Request) (map[string]string, error) {
 	}
 	var userID string
 	var expires int64
-	err := o.DB.QueryRow(r.Context(), `SELECT user_id, expires_ts FROM openid_tokens WHERE token_hash = $1`, hashToken(tok)).Scan(&userID, &expires)
+	err := o.DB.QueryRow(r.Context(), `SELECT user_id, expires_ts FROM openid_tokens WHERE token_hash = $1`, users.HashToken(tok)).Scan(&userID, &expires)
 	if errors.Is(err, sql.ErrNoRows) || (err == nil && expires < o.now().UnixMilli()) {
 		return nil, httputil.Errorf(http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "the token is unknown or expired")
 	}
