@@ -47,6 +47,21 @@ func practicePath(id string, rest ...string) string {
 	return p
 }
 
+// practiceOpt is the --practice flag of the staff and couple commands,
+// which all act inside one practice.
+type practiceOpt struct{ id string }
+
+func (p *practiceOpt) register(fs *flag.FlagSet) {
+	fs.StringVar(&p.id, "practice", "", "the practice ID")
+}
+
+func (p *practiceOpt) require() error {
+	if p.id == "" {
+		return usagef("--practice is required")
+	}
+	return nil
+}
+
 // practiceFlags are the profile fields of practice create and set; a flag
 // not given is not sent.
 type practiceFlags struct {
@@ -387,16 +402,11 @@ func init() {
 		},
 	})
 
-	var sf struct{ practice, role string }
-	practiceFlag := func(fs *flag.FlagSet) {
-		fs.StringVar(&sf.practice, "practice", "", "the practice ID")
+	var sf struct {
+		practice practiceOpt
+		role     string
 	}
-	needPractice := func() error {
-		if sf.practice == "" {
-			return usagef("--practice is required")
-		}
-		return nil
-	}
+	practiceFlag := sf.practice.register
 	register(&command{
 		name: "staff add", args: "USER --practice P --role admin|doctor|assistant",
 		help: "make an existing account staff of a practice (create it first with user create)",
@@ -408,13 +418,13 @@ func init() {
 			if err := wantArgs(args, 1, "one user"); err != nil {
 				return err
 			}
-			if err := needPractice(); err != nil {
+			if err := sf.practice.require(); err != nil {
 				return err
 			}
 			if sf.role == "" {
 				return usagef("--role is required")
 			}
-			return c.putStaff(args[0], sf.practice, map[string]any{"role": sf.role}, "added")
+			return c.putStaff(args[0], sf.practice.id, map[string]any{"role": sf.role}, "added")
 		},
 	})
 	register(&command{
@@ -428,13 +438,13 @@ func init() {
 			if err := wantArgs(args, 1, "one user"); err != nil {
 				return err
 			}
-			if err := needPractice(); err != nil {
+			if err := sf.practice.require(); err != nil {
 				return err
 			}
 			if sf.role == "" {
 				return usagef("--role is required")
 			}
-			return c.putStaff(args[0], sf.practice, map[string]any{"role": sf.role}, "updated")
+			return c.putStaff(args[0], sf.practice.id, map[string]any{"role": sf.role}, "updated")
 		},
 	})
 	var duty struct{ off bool }
@@ -449,14 +459,14 @@ func init() {
 			if err := wantArgs(args, 1, "one user"); err != nil {
 				return err
 			}
-			if err := needPractice(); err != nil {
+			if err := sf.practice.require(); err != nil {
 				return err
 			}
 			verb := "on duty:"
 			if duty.off {
 				verb = "off duty:"
 			}
-			return c.putStaff(args[0], sf.practice, map[string]any{"on_duty": !duty.off}, verb)
+			return c.putStaff(args[0], sf.practice.id, map[string]any{"on_duty": !duty.off}, verb)
 		},
 	})
 	register(&command{
@@ -467,7 +477,7 @@ func init() {
 			if err := wantArgs(args, 1, "one user"); err != nil {
 				return err
 			}
-			if err := needPractice(); err != nil {
+			if err := sf.practice.require(); err != nil {
 				return err
 			}
 			a, err := c.client(true)
@@ -479,10 +489,10 @@ func init() {
 			if err != nil {
 				return err
 			}
-			if _, err := a.do(ctx, http.MethodDelete, practicePath(sf.practice, "staff", id), nil, nil, nil); err != nil {
+			if _, err := a.do(ctx, http.MethodDelete, practicePath(sf.practice.id, "staff", id), nil, nil, nil); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "removed %s from practice %s\n", id, sf.practice)
+			fmt.Fprintf(c.stdout, "removed %s from practice %s\n", id, sf.practice.id)
 			return nil
 		},
 	})
@@ -494,7 +504,7 @@ func init() {
 			if err := wantArgs(args, 0, "no arguments"); err != nil {
 				return err
 			}
-			if err := needPractice(); err != nil {
+			if err := sf.practice.require(); err != nil {
 				return err
 			}
 			a, err := c.client(true)
@@ -509,7 +519,7 @@ func init() {
 					AddedTS int64  `json:"added_ts"`
 				} `json:"staff"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, practicePath(sf.practice, "staff"), nil, nil, &resp)
+			raw, err := a.do(context.Background(), http.MethodGet, practicePath(sf.practice.id, "staff"), nil, nil, &resp)
 			if err != nil {
 				return err
 			}
@@ -572,14 +582,15 @@ func init() {
 	}
 
 	var code struct {
-		practice, kind, expires, png string
-		invert                       bool
+		practice           practiceOpt
+		kind, expires, png string
+		invert             bool
 	}
 	register(&command{
 		name: "couple code", args: "--practice P --kind patient|practice [--expires 7d] [--png FILE]",
 		help: "create a coupling code: prints the code, its matrix.to link and a QR code, and writes a PNG",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&code.practice, "practice", "", "the practice ID")
+			code.practice.register(fs)
 			fs.StringVar(&code.kind, "kind", "patient", "patient: single use, verified; practice: reusable (flyer, website), unverified")
 			fs.StringVar(&code.expires, "expires", "", "lifetime (7d, 12h); default 7d for patient codes, none for practice codes")
 			fs.StringVar(&code.png, "png", "", "write the QR code to this PNG file (default couple-<code id>.png; - for none)")
@@ -589,8 +600,8 @@ func init() {
 			if err := wantArgs(args, 0, "no arguments"); err != nil {
 				return err
 			}
-			if code.practice == "" {
-				return usagef("--practice is required")
+			if err := code.practice.require(); err != nil {
+				return err
 			}
 			body := map[string]any{"kind": code.kind}
 			if code.expires != "" {
@@ -612,7 +623,7 @@ func init() {
 				Link      string `json:"link"`
 				ExpiresTS int64  `json:"expires_ts"`
 			}
-			raw, err := a.do(context.Background(), http.MethodPost, practicePath(code.practice, "codes"), nil, body, &resp)
+			raw, err := a.do(context.Background(), http.MethodPost, practicePath(code.practice.id, "codes"), nil, body, &resp)
 			if err != nil {
 				return err
 			}
@@ -641,16 +652,16 @@ func init() {
 			return nil
 		},
 	})
-	var cl struct{ practice string }
+	var cl struct{ practice practiceOpt }
 	register(&command{
 		name: "couple codes", args: "--practice P",
 		help: "list a practice's coupling codes (the codes themselves are stored hashed)",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&cl.practice, "practice", "", "the practice ID")
+			cl.practice.register(fs)
 		},
 		run: func(c *cli, fs *flag.FlagSet, args []string) error {
-			if cl.practice == "" {
-				return usagef("--practice is required")
+			if err := cl.practice.require(); err != nil {
+				return err
 			}
 			a, err := c.client(true)
 			if err != nil {
@@ -667,7 +678,7 @@ func init() {
 					Revoked   bool   `json:"revoked"`
 				} `json:"codes"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, practicePath(cl.practice, "codes"), nil, nil, &resp)
+			raw, err := a.do(context.Background(), http.MethodGet, practicePath(cl.practice.id, "codes"), nil, nil, &resp)
 			if err != nil {
 				return err
 			}
@@ -687,20 +698,20 @@ func init() {
 		name: "couple revoke", args: "CODE_ID --practice P",
 		help: "withdraw a coupling code",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&cl.practice, "practice", "", "the practice ID")
+			cl.practice.register(fs)
 		},
 		run: func(c *cli, fs *flag.FlagSet, args []string) error {
 			if err := wantArgs(args, 1, "a code ID (couple codes lists them)"); err != nil {
 				return err
 			}
-			if cl.practice == "" {
-				return usagef("--practice is required")
+			if err := cl.practice.require(); err != nil {
+				return err
 			}
 			a, err := c.client(true)
 			if err != nil {
 				return err
 			}
-			if _, err := a.do(context.Background(), http.MethodDelete, practicePath(cl.practice, "codes", args[0]), nil, nil, nil); err != nil {
+			if _, err := a.do(context.Background(), http.MethodDelete, practicePath(cl.practice.id, "codes", args[0]), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.stdout, "revoked code %s\n", args[0])
@@ -711,11 +722,11 @@ func init() {
 		name: "couple list", args: "--practice P",
 		help: "list a practice's couplings (patients and their rooms)",
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&cl.practice, "practice", "", "the practice ID")
+			cl.practice.register(fs)
 		},
 		run: func(c *cli, fs *flag.FlagSet, args []string) error {
-			if cl.practice == "" {
-				return usagef("--practice is required")
+			if err := cl.practice.require(); err != nil {
+				return err
 			}
 			a, err := c.client(true)
 			if err != nil {
@@ -731,7 +742,7 @@ func init() {
 					EndedTS   int64  `json:"ended_ts"`
 				} `json:"couplings"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, practicePath(cl.practice, "couplings"), nil, nil, &resp)
+			raw, err := a.do(context.Background(), http.MethodGet, practicePath(cl.practice.id, "couplings"), nil, nil, &resp)
 			if err != nil {
 				return err
 			}
