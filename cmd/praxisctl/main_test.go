@@ -176,6 +176,8 @@ func TestFailures(t *testing.T) {
 		{"unknown flag", []string{"user", "list", "--bogus"}, 2, "bogus"},
 		{"bad server URL", []string{"--server", "ftp://x", "--token", "x", "user", "list"}, 2, "not an http(s) URL"},
 		{"server down", []string{"--server", "http://127.0.0.1:1", "--token", "x", "user", "list"}, 1, "cannot reach the server"},
+		{"staff without --practice", []string{"--server", srv.URL, "--token", "x", "staff", "list"}, 2, "--practice is required"},
+		{"couple code without --practice", []string{"--server", srv.URL, "--token", "x", "couple", "code"}, 2, "--practice is required"},
 		{"wrong shared secret", []string{"--server", srv.URL, "user", "create", "eve", "--shared-secret", "guess", "--password", "x"}, 1, "M_FORBIDDEN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
