@@ -103,3 +103,41 @@ func TestSyncHiddenStateIsNotLost(t *testing.T) {
 		}
 	})
 }
+
+// Complement TestRoomsInvite "Can reject invite for empty room": when no
+// server of the room can take the rejection (here everyone left), it is
+// recorded locally as an out-of-band leave, and the room shows under
+// leave with that event in its timeline.
+func TestSyncRejectInviteToEmptyRoom(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if _, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		before := syncRaw(t, bob, map[string]string{})
+		if !room(before, "invite", roomID).Exists() {
+			t.Fatalf("bob's invite missing: %s", before.Get("rooms").Raw)
+		}
+		if _, err := bob.LeaveRoom(ctx, roomID, &mautrix.ReqLeave{Reason: "nein danke"}); err != nil {
+			t.Fatalf("rejecting the invite: %v", err)
+		}
+		resp := syncRaw(t, bob, map[string]string{"since": before.Get("next_batch").String()})
+		if room(resp, "invite", roomID).Exists() {
+			t.Errorf("the invite is still shown after rejecting it")
+		}
+		evs := room(resp, "leave", roomID).Get("timeline.events").Array()
+		if len(evs) == 0 {
+			t.Fatalf("rejected room without a leave timeline: %s", resp.Get("rooms").Raw)
+		}
+		last := evs[len(evs)-1]
+		if last.Get("type").String() != "m.room.member" || last.Get("state_key").String() != bob.UserID.String() ||
+			last.Get("content.membership").String() != "leave" || last.Get("content.reason").String() != "nein danke" {
+			t.Errorf("last leave timeline event = %s, want bob's leave with the reason", last.Raw)
+		}
+	})
+}

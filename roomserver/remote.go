@@ -1041,17 +1041,49 @@ func (s *Service) LeaveAny(ctx context.Context, userID, roomID, reason string) e
 	// The inviting server is gone or refuses: still honour the user's
 	// wish locally, as the spec allows for rejecting an invite.
 	slog.InfoContext(ctx, "invite rejected locally only", "room_id", roomID)
+	return s.rejectLocally(ctx, room, userID, reason)
+}
+
+// rejectLocally records the rejection of an invite that no server of the
+// room took. When the invite is part of the room history we hold (a room
+// of ours that every local member has left), the leave goes into that
+// history like any other and reaches whichever servers are still in the
+// room. Otherwise it is a leave event signed by us that follows the invite
+// (its only prev and auth event), stored out of band. Either way the
+// user's /sync shows the room under leave with the rejection in its
+// timeline.
+func (s *Service) rejectLocally(ctx context.Context, room *roomInfo, userID, reason string) error {
+	var inviteID string
+	var depth int64
+	var outlier, haveState bool
+	err := s.db.QueryRow(ctx, `SELECT e.event_id, e.depth, e.outlier, r.current_state_group IS NOT NULL
+		FROM room_members m JOIN events e ON e.event_nid = m.event_nid JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.room_nid = $1 AND m.user_id = $2`, room.nid, userID).Scan(&inviteID, &depth, &outlier, &haveState)
+	if err != nil {
+		return fmt.Errorf("read the invite of %s: %w", userID, err)
+	}
+	if !outlier && haveState {
+		return s.Leave(ctx, userID, room.id, reason)
+	}
+	content := map[string]any{"membership": spec.Leave}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	stateKey := userID
+	pe := gomatrixserverlib.ProtoEvent{
+		SenderID: userID, RoomID: room.id, Type: spec.MRoomMember, StateKey: &stateKey,
+		PrevEvents: []string{inviteID}, AuthEvents: []string{inviteID}, Depth: depth + 1,
+		Content: mustJSON(content), Version: room.version,
+	}
+	leave, err := room.version.NewEventBuilderFromProtoEvent(&pe).Build(s.now(), spec.ServerName(s.serverName), gomatrixserverlib.KeyID(s.key.KeyID), s.key.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("build out-of-band leave: %w", err)
+	}
 	return s.db.Transact(ctx, func(tx *storage.DB) error {
-		pos, err := tx.NextStreamPos(ctx, 1)
-		if err != nil {
+		if err := tx.LockRoom(ctx, room.id); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE room_members SET membership = 'leave', stream_pos = $1 WHERE room_nid = $2 AND user_id = $3`,
-			pos, room.nid, userID); err != nil {
-			return fmt.Errorf("reject invite: %w", err)
-		}
-		tx.AfterCommit(func() { s.notifier.Publish(pos) })
-		return nil
+		return s.storeOutOfBand(ctx, tx, room, leave, userID, spec.Leave)
 	})
 }
 

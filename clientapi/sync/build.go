@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
 
 	"github.com/tidwall/gjson"
@@ -433,6 +434,9 @@ func (s *Service) readTimelines(ctx context.Context, req *Request, works []*room
 			w.events = append(w.events, e)
 		}
 	}
+	if err := s.addOutOfBandLeaves(ctx, works); err != nil {
+		return err
+	}
 	// unsigned.membership for every timeline event of the response in one
 	// batch; the federation format sends the PDU as stored, without it
 	if req.Filter.EventFormat == "federation" {
@@ -451,6 +455,49 @@ func (s *Service) readTimelines(ctx context.Context, req *Request, works []*room
 	}
 	for _, w := range works {
 		w.memberships = ms
+	}
+	return nil
+}
+
+// addOutOfBandLeaves ends the timeline of a left room with the user's
+// leave when that event is not part of the room's stored history: the
+// rejection of an invite to a room this server is not in (signed by the
+// room's server, or by us when no server of the room could be reached).
+// Without it the client would see the room move to leave with no event
+// saying why.
+func (s *Service) addOutOfBandLeaves(ctx context.Context, works []*roomWork) error {
+	var nids []int64
+	missing := map[int64]*roomWork{}
+	for _, w := range works {
+		if w.join || w.m.EventNID == 0 {
+			continue
+		}
+		if w.tl != nil && slices.ContainsFunc(w.tl.Events, func(e *roomserver.StoredEvent) bool { return e.NID == w.m.EventNID }) {
+			continue
+		}
+		nids = append(nids, w.m.EventNID)
+		missing[w.m.EventNID] = w
+	}
+	if len(nids) == 0 {
+		return nil
+	}
+	evs, err := s.rooms.SyncEventsByNID(ctx, nids)
+	if err != nil {
+		return err
+	}
+	for _, nid := range nids {
+		e := evs[nid]
+		if e == nil {
+			continue
+		}
+		// An event with a stream position belongs to the room's history
+		// and was left out of the timeline on purpose (filters, limits).
+		if w := missing[nid]; e.StreamPos == 0 {
+			if w.tl == nil {
+				w.tl = &roomserver.SyncTimeline{}
+			}
+			w.events = append(w.events, e)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,88 @@
+package federation_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"praxis/internal/hstest"
+)
+
+// Rejecting a remote invite shows the room under leave with the user's
+// leave event in /sync — whether the inviting server took the rejection
+// or was unreachable (then the leave is signed by our server and kept out
+// of band).
+func TestRejectRemoteInviteShowsLeaveInSync(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		inviterDown bool
+	}{
+		{"inviter reachable", false},
+		{"inviter unreachable", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+			alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+			created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			room := created.RoomID
+			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+				t.Fatal(err)
+			}
+			first, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := first.Rooms.Invite[room]; !ok {
+				t.Fatalf("bob has no invite to %s", room)
+			}
+			n.SetDown("hs1.test", tc.inviterDown)
+			if _, err := bob.LeaveRoom(ctx, room, &mautrix.ReqLeave{Reason: "kein Bedarf"}); err != nil {
+				t.Fatalf("reject the invite: %v", err)
+			}
+			body, err := bob.MakeFullRequest(ctx, mautrix.FullRequest{Method: "GET",
+				URL: bob.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, map[string]string{"since": first.NextBatch})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := string(body)
+			if gjson.Get(resp, "rooms.invite."+gjsonKey(room)).Exists() {
+				t.Errorf("the invite still shows after the rejection")
+			}
+			evs := gjson.Get(resp, "rooms.leave."+gjsonKey(room)+".timeline.events").Array()
+			if len(evs) == 0 {
+				t.Fatalf("no leave timeline for the rejected room: %s", gjson.Get(resp, "rooms").Raw)
+			}
+			leave := evs[len(evs)-1]
+			if leave.Get("state_key").String() != bob.UserID.String() || leave.Get("content.membership").String() != "leave" ||
+				leave.Get("content.reason").String() != "kein Bedarf" {
+				t.Errorf("last event = %s, want bob's leave", leave.Raw)
+			}
+			if tc.inviterDown {
+				if m := membershipOf(ctx, alice, room, bob.UserID); m != "invite" {
+					t.Errorf("hs1 was down but sees bob as %q", m)
+				}
+			} else if m := membershipOf(ctx, alice, room, bob.UserID); m != "leave" {
+				t.Errorf("hs1 sees bob as %q after the rejection, want leave", m)
+			}
+		})
+	}
+}
+
+// gjsonKey escapes a room ID for a gjson path.
+func gjsonKey(room id.RoomID) string {
+	out := []byte{}
+	for _, c := range []byte(room) {
+		if c == '.' || c == '*' || c == '?' || c == '|' || c == '#' || c == '@' {
+			out = append(out, '\\')
+		}
+		out = append(out, c)
+	}
+	return string(out)
+}
