@@ -73,6 +73,11 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 	f.Txn.HandleEDU("m.receipt", txn.ReceiptHandler(eph, s.Rooms))
 	f.API.Txn = f.Txn
 	f.API.Routes(s.fedMux)
+	// Federated media: ours served to partners, theirs fetched for our
+	// users and cached by the media repository.
+	fedMedia := &federation.Media{API: f.API, Repo: s.Media, Client: client}
+	fedMedia.Routes(s.fedMux)
+	s.Media.SetRemote(fedMedia)
 	if cfg.Listen.Federation != "" {
 		// delegation: peers resolving our name find the federation port
 		s.clientMux.Handle("GET /.well-known/matrix/server", http.HandlerFunc(s.wellKnownServer))
