@@ -3,6 +3,7 @@ package federation_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"image"
 	"image/color"
@@ -124,8 +125,15 @@ func TestFederatedMedia(t *testing.T) {
 		alice, bob, carol, dave := hs1.Register(t, "alice"), hs2.Register(t, "bob"), hs3.Register(t, "carol"), hs4.Register(t, "dave")
 
 		photo, letter := testPNG(t, 120, 80), testPDF
+		// a scan of a few megabytes: streamed through several reads on
+		// both sides of the federation request
+		scan := append(append([]byte{}, testPDF...), make([]byte, 3<<20)...)
+		if _, err := rand.Read(scan[len(testPDF):]); err != nil {
+			t.Fatal(err)
+		}
 		photoURI := upload(t, alice, photo, "image/png", "photo.png")
 		letterURI := upload(t, alice, letter, "application/pdf", "Befund Müller.pdf")
+		scanURI := upload(t, alice, scan, "application/pdf", "scan.pdf")
 		strangerURI := upload(t, dave, letter, "application/pdf", "x.pdf")
 
 		t.Run("a partner's media is fetched through our own server", func(t *testing.T) {
@@ -138,6 +146,7 @@ func TestFederatedMedia(t *testing.T) {
 			}{
 				{"png", photoURI, photo, "image/png", `inline; filename=photo.png`},
 				{"pdf", letterURI, letter, "application/pdf", `attachment; filename*=utf-8''Befund%20M%C3%BCller.pdf`},
+				{"large pdf", scanURI, scan, "application/pdf", `attachment; filename=scan.pdf`},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					b, h, err := download(bob, tc.mxc)
