@@ -56,15 +56,20 @@ func main() {
 	fanoutMsgs := flag.Int("fanout-messages", 100, "messages sent into the fan-out room")
 	rooms := flag.Int("rooms", 100, "rooms for the initial sync measurement")
 	perRoom := flag.Int("room-messages", 20, "messages per room for the initial sync measurement")
-	only := flag.String("only", "", "run only this phase: send, fanout or sync (cold start and RSS are always measured)")
+	var fed fedOpts
+	flag.IntVar(&fed.messages, "fed-messages", 200, "paced messages for the federation latency")
+	flag.DurationVar(&fed.pace, "fed-pace", 20*time.Millisecond, "gap between the paced federation messages")
+	flag.IntVar(&fed.senders, "fed-senders", 4, "parallel senders of the federation burst")
+	flag.IntVar(&fed.perSender, "fed-burst", 500, "messages per sender of the federation burst")
+	only := flag.String("only", "", "run only this phase: send, fanout, sync or federation (cold start and RSS are always measured)")
 	flag.Parse()
-	if err := run(*binary, *only, *senders, *messages, *members, *fanoutMsgs, *rooms, *perRoom); err != nil {
+	if err := run(*binary, *only, *senders, *messages, *members, *fanoutMsgs, *rooms, *perRoom, fed); err != nil {
 		fmt.Fprintln(os.Stderr, "praxisbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(binary, only string, senders, messages, members, fanoutMsgs, rooms, perRoom int) error {
+func run(binary, only string, senders, messages, members, fanoutMsgs, rooms, perRoom int, fed fedOpts) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "praxisbench-")
 	if err != nil {
@@ -117,6 +122,12 @@ func run(binary, only string, senders, messages, members, fanoutMsgs, rooms, per
 		}
 	}
 	b.record("rss_peak", b.rssMiB("VmHWM"), "MiB", "")
+	// two processes of their own, after the single-server phases
+	if only == "" || only == "federation" {
+		if err := b.federationBench(ctx, binary, fed); err != nil {
+			return fmt.Errorf("federation: %w", err)
+		}
+	}
 	b.table()
 	return nil
 }

@@ -177,6 +177,10 @@ func (p *Processor) run(ctx context.Context, origin spec.ServerName, txnID strin
 	resp := &Response{PDUs: map[string]PDUResult{}}
 	byRoom := map[string][]gomatrixserverlib.PDU{}
 	var roomOrder []string
+	// A room's ACL is read once per transaction: every check happens
+	// before any of the transaction's PDUs is input, so the answer cannot
+	// change in between (a failed read is not remembered and refuses).
+	aclOK := map[string]bool{}
 	for _, raw := range req.PDUs {
 		pdu, id, err := p.parsePDU(ctx, origin, raw)
 		if err != nil {
@@ -187,7 +191,14 @@ func (p *Processor) run(ctx context.Context, origin spec.ServerName, txnID strin
 			continue
 		}
 		room := pdu.RoomID().String()
-		if ok, err := p.rooms.ServerAllowedByACL(ctx, room, string(origin)); err != nil || !ok {
+		ok, seen := aclOK[room]
+		if !seen {
+			var err error
+			if ok, err = p.rooms.ServerAllowedByACL(ctx, room, string(origin)); err == nil {
+				aclOK[room] = ok
+			}
+		}
+		if !ok {
 			resp.PDUs[id] = PDUResult{Error: "the room's server ACL denies " + string(origin)}
 			slog.InfoContext(ctx, "inbound PDU refused by server ACL", "origin", origin, "event_id", id, "room_id", room)
 			continue
