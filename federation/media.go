@@ -285,10 +285,10 @@ func (m *Media) follow(ctx context.Context, loc string) (*media.RemoteContent, e
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		resp.Body.Close()
-		return nil, fmt.Errorf("Location answered 404: %w", media.ErrRemoteNotFound)
+		return nil, fmt.Errorf("the Location answered 404: %w", media.ErrRemoteNotFound)
 	case resp.StatusCode != http.StatusOK:
 		resp.Body.Close()
-		return nil, fmt.Errorf("Location answered %d", resp.StatusCode)
+		return nil, fmt.Errorf("the Location answered %d", resp.StatusCode)
 	}
 	return &media.RemoteContent{
 		ContentType:   resp.Header.Get("Content-Type"),
