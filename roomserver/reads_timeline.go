@@ -388,14 +388,22 @@ func (s *Service) Messages(ctx context.Context, userID, roomID string, q Message
 	if err != nil {
 		return nil, err
 	}
-	if q.Backward && !pg.more && q.To == "" && s.backfillOlder(ctx, a.room.nid) {
-		// the start of what we hold: other servers of the room had more
+	// The start of what we hold: other servers of the room may have more.
+	// One backfill brings at most a batch, fewer than a page may ask for,
+	// so backfill until the page is full or the room's start is reached;
+	// a page cut short by the round limit still gets an end token, else
+	// the client would take it for the room's first page.
+	backfilled := false
+	for round := 0; q.Backward && !pg.more && q.To == "" && round < maxBackfillRounds; round++ {
+		if backfilled = s.backfillOlder(ctx, a.room.nid); !backfilled {
+			break
+		}
 		if pg, err = s.paginate(ctx, userID, a.room.nid, from, q.Backward, bound, q.Limit, q.Filter); err != nil {
 			return nil, err
 		}
 	}
 	out := &MessagesPage{Start: start, Chunk: storedEvents(pg.events)}
-	if pg.more {
+	if pg.more || (backfilled && len(pg.events) > 0) {
 		out.End = pg.next.token()
 	}
 	if q.Filter != nil && q.Filter.LazyLoadMembers {

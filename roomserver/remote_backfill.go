@@ -208,6 +208,9 @@ func (s *Service) insertHistory(ctx context.Context, tx *storage.DB, room *roomI
 // olderBatch is how many events one /messages-triggered backfill asks for.
 const olderBatch = 50
 
+// maxBackfillRounds bounds the backfills one /messages page triggers.
+const maxBackfillRounds = 4
+
 // backfillOlder runs when a backward /messages page ran out of events in
 // a room shared with other servers: it asks them for the history before
 // the earliest event we hold. It reports whether anything was stored. A
