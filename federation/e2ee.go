@@ -40,6 +40,7 @@ type KeyService interface {
 	Query(ctx context.Context, caller string, req map[string][]string) (*keyserver.QueryResponse, error)
 	Claim(ctx context.Context, req map[string]map[string]string) (*keyserver.ClaimResponse, error)
 	LocalUserDevices(ctx context.Context, userID string) (*keyserver.UserDevices, error)
+	LocalDeviceListChanges(ctx context.Context, since, upto int64, limit int) ([]keyserver.DeviceListChange, error)
 	MarkDeviceListChanged(ctx context.Context, userIDs ...string) error
 }
 
@@ -347,6 +348,9 @@ func (e *E2EE) SigningKeyUpdate(ctx context.Context, origin spec.ServerName, con
 // tailer's position without local changes before the position is written.
 const idleAdvance = 10000
 
+// tailBatch bounds the changes one pass of the device-list tailer reads.
+const tailBatch = 200
+
 // deviceListTailer names the row of federation_device_list_outbound that
 // holds how far our users' device-list changes have been queued.
 const deviceListTailer = "device_lists"
@@ -389,27 +393,8 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 	if from >= head {
 		return nil
 	}
-	rows, err := e.DB.Query(ctx, `SELECT user_id, stream_pos FROM device_list_changes
-		WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3 ORDER BY stream_pos LIMIT 200`,
-		from, head, "%:"+e.API.ServerName)
+	changes, err := e.Keys.LocalDeviceListChanges(ctx, from, head, tailBatch)
 	if err != nil {
-		return fmt.Errorf("read device-list changes: %w", err)
-	}
-	type change struct {
-		user string
-		pos  int64
-	}
-	var changes []change
-	for rows.Next() {
-		var c change
-		if err := rows.Scan(&c.user, &c.pos); err != nil {
-			rows.Close()
-			return err
-		}
-		changes = append(changes, c)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	if len(changes) == 0 && head-from < idleAdvance {
@@ -419,12 +404,17 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 		return nil
 	}
 	upto := head
-	if len(changes) == 200 {
-		upto = changes[len(changes)-1].pos
-		for len(changes) > 0 && changes[len(changes)-1].pos == upto {
-			changes = changes[:len(changes)-1] // a position is queued whole
+	if len(changes) == tailBatch {
+		upto = changes[len(changes)-1].StreamPos
+		// A position is queued whole. Each change has a position of its
+		// own, but rows from before migration 0099 may share one.
+		cut := len(changes)
+		for cut > 0 && changes[cut-1].StreamPos == upto {
+			cut--
 		}
-		upto--
+		if cut > 0 {
+			changes, upto = changes[:cut], upto-1
+		}
 	}
 	type edu struct {
 		dests   []string
@@ -433,47 +423,19 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 	}
 	var edus []edu
 	for _, c := range changes {
-		dests, err := e.sharingServers(ctx, c.user)
+		dests, err := e.sharingServers(ctx, c.UserID)
 		if err != nil {
 			return err
 		}
 		if len(dests) == 0 {
 			continue
 		}
-		var prev int64
-		if err := e.DB.QueryRow(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM device_list_changes WHERE user_id = $1 AND stream_pos < $2`,
-			c.user, c.pos).Scan(&prev); err != nil {
-			return fmt.Errorf("previous device-list change of %s: %w", c.user, err)
-		}
-		prevIDs := []int64{}
-		if prev > 0 {
-			prevIDs = append(prevIDs, prev)
-		}
-		devs, err := e.Keys.LocalUserDevices(ctx, c.user)
+		typ, content, err := e.deviceListEDU(ctx, c)
 		if err != nil {
 			return err
 		}
-		if len(devs.Devices) == 0 {
-			// every device is gone: say so for the user as a whole
-			b, _ := json.Marshal(map[string]any{"user_id": c.user, "device_id": "", "stream_id": c.pos, "prev_id": prevIDs, "deleted": true})
-			edus = append(edus, edu{dests, "m.device_list_update", b})
-		}
-		for _, d := range devs.Devices {
-			b, _ := json.Marshal(map[string]any{
-				"user_id": c.user, "device_id": d.DeviceID, "device_display_name": d.DisplayName,
-				"stream_id": c.pos, "prev_id": prevIDs, "keys": d.Keys,
-			})
-			edus = append(edus, edu{dests, "m.device_list_update", b})
-		}
-		// the change may have been to the cross-signing keys: send them
-		// along (device_list_changes does not say which it was)
-		if len(devs.MasterKey) > 0 {
-			sk := map[string]any{"user_id": c.user, "master_key": devs.MasterKey}
-			if len(devs.SelfSigningKey) > 0 {
-				sk["self_signing_key"] = devs.SelfSigningKey
-			}
-			b, _ := json.Marshal(sk)
-			edus = append(edus, edu{dests, "m.signing_key_update", b})
+		if content != nil {
+			edus = append(edus, edu{dests, typ, content})
 		}
 	}
 	return e.DB.Transact(ctx, func(tx *storage.DB) error {
@@ -493,6 +455,59 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// deviceListEDU builds the EDU for one change of a local user: an
+// m.device_list_update naming the device, with its keys as they are now,
+// or deleted when it is gone (partners drop it from their caches, so
+// their clients stop encrypting to it); stream_id is the change's
+// position and prev_id the user's previous device change, for the
+// partner's gap detection. A change of the user as a whole (cross-signing
+// keys) is an m.signing_key_update instead; nil content: nothing to send.
+func (e *E2EE) deviceListEDU(ctx context.Context, c keyserver.DeviceListChange) (string, []byte, error) {
+	var q *keyserver.QueryResponse
+	if c.DeviceID == "" || !c.Deleted {
+		devices := []string{c.DeviceID}
+		if c.DeviceID == "" {
+			devices = nil
+		}
+		var err error
+		if q, err = e.Keys.Query(ctx, "", map[string][]string{c.UserID: devices}); err != nil {
+			return "", nil, fmt.Errorf("keys of %s for a device-list update: %w", c.UserID, err)
+		}
+	}
+	if c.DeviceID == "" {
+		if len(q.MasterKeys[c.UserID]) == 0 {
+			return "", nil, nil
+		}
+		sk := map[string]any{"user_id": c.UserID, "master_key": q.MasterKeys[c.UserID]}
+		if k := q.SelfSigningKeys[c.UserID]; len(k) > 0 {
+			sk["self_signing_key"] = k
+		}
+		b, err := json.Marshal(sk)
+		return "m.signing_key_update", b, err
+	}
+	prev := []int64{}
+	if c.PrevPos > 0 {
+		prev = append(prev, c.PrevPos)
+	}
+	content := map[string]any{"user_id": c.UserID, "device_id": c.DeviceID, "stream_id": c.StreamPos, "prev_id": prev}
+	var keys json.RawMessage
+	if q != nil {
+		keys = q.DeviceKeys[c.UserID][c.DeviceID]
+	}
+	if c.Deleted || len(keys) == 0 {
+		// a device changed and then deleted before we got here is gone
+		// all the same (its deletion follows under a later stream_id)
+		content["deleted"] = true
+	} else {
+		content["keys"] = keys
+		if name := gjson.GetBytes(keys, "unsigned.device_display_name").String(); name != "" {
+			content["device_display_name"] = name
+		}
+	}
+	b, err := json.Marshal(content)
+	return "m.device_list_update", b, err
 }
 
 // sharingServers lists the other servers with a user joined to a room

@@ -229,11 +229,19 @@ func (e *E2EE) applyDeviceListUpdate(ctx context.Context, userID string, content
 		switch {
 		case cur != 0 && u.StreamID < cur:
 			return nil // old news
-		case cur != 0 && u.StreamID == cur && !u.Deleted && len(u.Keys) > 0:
-			// one change can come as one EDU per device (ours do): each
-			// carries its device's keys under the same stream_id
+		case cur != 0 && u.StreamID == cur:
+			// the update we are at again (a retried transaction, or one
+			// of several EDUs under one stream_id as Praxis sent before
+			// each change had its own): applying it twice is harmless
 		case cur == 0 || !slices.Contains(u.PrevID, cur) || u.DeviceID == "":
 			gap = true
+			if u.Deleted && u.DeviceID != "" {
+				// whatever we missed, a device its server calls deleted
+				// is not served again, even if the resync fails
+				if _, err := tx.Exec(ctx, `DELETE FROM remote_device_keys WHERE user_id = $1 AND device_id = $2`, userID, u.DeviceID); err != nil {
+					return fmt.Errorf("drop deleted device of %s: %w", userID, err)
+				}
+			}
 			_, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE WHERE user_id = $1`, userID)
 			return err
 		}

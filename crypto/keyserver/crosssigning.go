@@ -179,7 +179,7 @@ func (s *Service) UploadCrossSigning(ctx context.Context, userID string, keys Cr
 		if !changed {
 			return nil
 		}
-		pos, err = markChanged(ctx, tx, userID)
+		pos, err = markChanged(ctx, tx, change{userID: userID})
 		return err
 	})
 	if err != nil {
@@ -215,9 +215,12 @@ func (s *Service) UploadSignatures(ctx context.Context, caller string, req map[s
 		if err != nil {
 			return err
 		}
-		var changedUsers []string
+		// A signed device is a change of that device (its keys as served
+		// now carry the signature); a signed cross-signing key is a change
+		// of the user as a whole.
+		var changes []change
+		userLevel := map[string]bool{}
 		for targetUser, objs := range req {
-			userChanged := false
 			for keyID, obj := range objs {
 				if !json.Valid(obj) || !gjson.ParseBytes(obj).IsObject() {
 					fail(targetUser, keyID, "M_BAD_JSON", "signed object must be a JSON object")
@@ -241,17 +244,27 @@ func (s *Service) UploadSignatures(ctx context.Context, caller string, req map[s
 						targetUser, keyID, caller, sg.keyID, sg.sig); err != nil {
 						return fmt.Errorf("store signature: %w", err)
 					}
-					userChanged = true
+				}
+				if len(sigs) == 0 {
+					continue
+				}
+				var isDevice bool
+				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM device_keys WHERE user_id = $1 AND device_id = $2)`, targetUser, keyID).Scan(&isDevice); err != nil {
+					return fmt.Errorf("read device keys of %s: %w", targetUser, err)
+				}
+				switch {
+				case isDevice:
+					changes = append(changes, change{userID: targetUser, deviceID: keyID})
+				case !userLevel[targetUser]:
+					userLevel[targetUser] = true
+					changes = append(changes, change{userID: targetUser})
 				}
 			}
-			if userChanged {
-				changedUsers = append(changedUsers, targetUser)
-			}
 		}
-		if len(changedUsers) == 0 {
+		if len(changes) == 0 {
 			return nil
 		}
-		pos, err = markChanged(ctx, tx, changedUsers...)
+		pos, err = markChanged(ctx, tx, changes...)
 		return err
 	})
 	if err != nil {

@@ -93,7 +93,7 @@ func (s *Service) dropDehydrated(ctx context.Context, tx *storage.DB, userID, de
 	if err := s.dropDehydratedKeys(ctx, tx, userID, deviceID); err != nil {
 		return err
 	}
-	pos, err := markChanged(ctx, tx, userID)
+	pos, err := markChanged(ctx, tx, change{userID: userID, deviceID: deviceID, deleted: true})
 	if err != nil {
 		return err
 	}

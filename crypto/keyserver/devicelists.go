@@ -130,7 +130,7 @@ func (s *Service) MarkDeviceListChanged(ctx context.Context, userIDs ...string) 
 	var pos int64
 	err := s.db.Transact(ctx, func(tx *storage.DB) error {
 		var err error
-		pos, err = markChanged(ctx, tx, userIDs...)
+		pos, err = markChanged(ctx, tx, usersChanged(userIDs...)...)
 		return err
 	})
 	if err != nil {

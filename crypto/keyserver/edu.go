@@ -42,26 +42,53 @@ func (s *Service) remoteKeysChanged(ctx context.Context, origin spec.ServerName,
 type DeviceListChange struct {
 	UserID    string
 	StreamPos int64
+	// DeviceID is the device that changed; "" for a change of the user
+	// as a whole (cross-signing keys or signatures on them).
+	DeviceID string
+	// Deleted: the device was deleted (logout, deletion, deactivation).
+	Deleted bool
+	// PrevPos is the position of the user's previous device change (0 if
+	// none): the prev_id of the m.device_list_update for this one, so a
+	// partner can tell whether it missed an update. Changes of the user
+	// as a whole are not device-list updates and are skipped.
+	PrevPos int64
 }
 
-// LocalDeviceListChanges lists the changes of local users' devices in
-// (since, upto], oldest first: what the federation sender turns into
-// outbound m.device_list_update EDUs for servers sharing a room.
-func (s *Service) LocalDeviceListChanges(ctx context.Context, since, upto int64) ([]DeviceListChange, error) {
-	rows, err := s.db.Query(ctx, `SELECT user_id, stream_pos FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos`, since, upto)
+// LocalDeviceListChanges lists up to limit changes of local users'
+// devices in (since, upto], oldest first: what the federation sender
+// turns into outbound m.device_list_update (and m.signing_key_update)
+// EDUs for servers sharing a room.
+func (s *Service) LocalDeviceListChanges(ctx context.Context, since, upto int64, limit int) ([]DeviceListChange, error) {
+	rows, err := s.db.Query(ctx, `SELECT user_id, stream_pos, device_id, deleted FROM device_list_changes
+		WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3 ORDER BY stream_pos LIMIT $4`,
+		since, upto, "%:"+s.serverName, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read device list stream: %w", err)
 	}
-	defer rows.Close()
 	var out []DeviceListChange
 	for rows.Next() {
 		var c DeviceListChange
-		if err := rows.Scan(&c.UserID, &c.StreamPos); err != nil {
+		if err := rows.Scan(&c.UserID, &c.StreamPos, &c.DeviceID, &c.Deleted); err != nil {
+			rows.Close()
 			return nil, err
 		}
+		// LIKE's _ matches any character: the suffix check is exact
 		if s.isLocal(c.UserID) {
 			out = append(out, c)
 		}
 	}
-	return out, rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i, c := range out {
+		if c.DeviceID == "" {
+			continue
+		}
+		if err := s.db.QueryRow(ctx, `SELECT COALESCE(MAX(stream_pos), 0) FROM device_list_changes
+			WHERE user_id = $1 AND device_id <> '' AND stream_pos < $2`, c.UserID, c.StreamPos).Scan(&out[i].PrevPos); err != nil {
+			return nil, fmt.Errorf("previous device-list change of %s: %w", c.UserID, err)
+		}
+	}
+	return out, nil
 }

@@ -220,7 +220,7 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req Uploa
 		}
 		if changed {
 			var err error
-			pos, err = markChanged(ctx, tx, userID)
+			pos, err = markChanged(ctx, tx, change{userID: userID, deviceID: deviceID})
 			return err
 		}
 		return nil
@@ -371,12 +371,20 @@ func (s *Service) DeleteDevices(ctx context.Context, tx *storage.DB, userID stri
 	if err != nil {
 		return err
 	}
+	changes := make([]change, 0, len(deviceIDs)+1)
 	if gone {
-		if err := s.forgetUser(ctx, tx, userID); err != nil {
+		dehydrated, err := s.forgetUser(ctx, tx, userID)
+		if err != nil {
 			return err
 		}
+		if dehydrated != "" {
+			changes = append(changes, change{userID: userID, deviceID: dehydrated, deleted: true})
+		}
 	}
-	pos, err := markChanged(ctx, tx, userID)
+	for _, d := range deviceIDs {
+		changes = append(changes, change{userID: userID, deviceID: d, deleted: true})
+	}
+	pos, err := markChanged(ctx, tx, changes...)
 	if err != nil {
 		return err
 	}
@@ -412,16 +420,17 @@ func Deactivated(ctx context.Context, tx *storage.DB, userID string) (bool, erro
 	return d, nil
 }
 
-// forgetUser deletes the keys a deactivated account leaves behind.
-func (s *Service) forgetUser(ctx context.Context, tx *storage.DB, userID string) error {
+// forgetUser deletes the keys a deactivated account leaves behind and
+// returns the ID of the dehydrated device it dropped ("" if none).
+func (s *Service) forgetUser(ctx context.Context, tx *storage.DB, userID string) (string, error) {
 	var dehydrated string
 	err := tx.QueryRow(ctx, `SELECT device_id FROM dehydrated_devices WHERE user_id = $1`, userID).Scan(&dehydrated)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("read dehydrated device of %s: %w", userID, err)
+		return "", fmt.Errorf("read dehydrated device of %s: %w", userID, err)
 	}
 	if dehydrated != "" {
 		if err := s.dropDehydratedKeys(ctx, tx, userID, dehydrated); err != nil {
-			return err
+			return "", err
 		}
 	}
 	for _, q := range []string{
@@ -432,23 +441,47 @@ func (s *Service) forgetUser(ctx context.Context, tx *storage.DB, userID string)
 		`DELETE FROM fallback_keys WHERE user_id = $1`,
 	} {
 		if _, err := tx.Exec(ctx, q, userID); err != nil {
-			return fmt.Errorf("forget keys of %s: %w", userID, err)
+			return "", fmt.Errorf("forget keys of %s: %w", userID, err)
 		}
 	}
-	return nil
+	return dehydrated, nil
 }
 
-// markChanged records that users' devices or cross-signing keys changed,
-// at a new stream position. It takes the position, so it must be the last
-// thing a transaction does.
-func markChanged(ctx context.Context, tx *storage.DB, userIDs ...string) (int64, error) {
-	pos, err := tx.NextStreamPos(ctx, 1)
+// change is one row of the device-list stream: a device of userID that
+// changed or was deleted, or (deviceID "") the user as a whole.
+type change struct {
+	userID, deviceID string
+	deleted          bool
+}
+
+// usersChanged is the change of each user as a whole.
+func usersChanged(userIDs ...string) []change {
+	out := make([]change, len(userIDs))
+	for i, u := range userIDs {
+		out[i] = change{userID: u}
+	}
+	return out
+}
+
+// markChanged records changes of users' devices or cross-signing keys.
+// Each change gets a stream position of its own: a position is the
+// stream_id of the m.device_list_update EDU that federation sends for it,
+// and the spec wants that unique per update of a user. It takes the
+// positions, so it must be the last thing a transaction does; it returns
+// the last one.
+func markChanged(ctx context.Context, tx *storage.DB, changes ...change) (int64, error) {
+	if len(changes) == 0 {
+		return 0, nil
+	}
+	pos, err := tx.NextStreamPos(ctx, int64(len(changes)))
 	if err != nil {
 		return 0, err
 	}
-	for _, u := range userIDs {
-		if _, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)`, u, pos); err != nil {
-			return 0, fmt.Errorf("record device list change of %s: %w", u, err)
+	first := pos - int64(len(changes)) + 1
+	for i, c := range changes {
+		if _, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos, device_id, deleted) VALUES ($1, $2, $3, $4)`,
+			c.userID, first+int64(i), c.deviceID, c.deleted); err != nil {
+			return 0, fmt.Errorf("record device list change of %s: %w", c.userID, err)
 		}
 	}
 	return pos, nil

@@ -419,7 +419,7 @@ func TestDeviceListChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		// What the federation sender tails: local users only.
-		local, err := s.LocalDeviceListChanges(ctx, 0, head+10)
+		local, err := s.LocalDeviceListChanges(ctx, 0, head+10, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
