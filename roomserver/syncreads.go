@@ -529,3 +529,29 @@ func (s *Service) SyncChanged(ctx context.Context, userID string, since, upto in
 	}
 	return changed, joined, rows.Err()
 }
+
+// SharingARoom returns which of others share a joined room with userID
+// (userID itself counts when it is in others): who may see userID's
+// presence and whose presence userID may see.
+func (s *Service) SharingARoom(ctx context.Context, userID string, others []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	if len(others) == 0 {
+		return out, nil
+	}
+	q, args := storage.In(`SELECT DISTINCT m2.user_id FROM room_members m1
+		JOIN room_members m2 ON m2.room_nid = m1.room_nid AND m2.membership = 'join'
+		WHERE m1.user_id = $1 AND m1.membership = 'join' AND m2.user_id IN ($IN)`, 1, others)
+	rows, err := s.db.Query(ctx, q, append([]any{userID}, args...)...)
+	if err != nil {
+		return nil, fmt.Errorf("users sharing a room with %s: %w", userID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out[u] = true
+	}
+	return out, rows.Err()
+}

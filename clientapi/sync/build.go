@@ -188,6 +188,11 @@ func (s *Service) buildWindow(ctx context.Context, req *Request, head int64, roo
 	}
 	resp.AccountData = &global
 	resp.Presence = &EventList{Events: []json.RawMessage{}}
+	if s.presence != nil && !roomsOnly {
+		if resp.Presence.Events, err = s.presenceEvents(ctx, req, since, head); err != nil {
+			return nil, err
+		}
+	}
 	// A room sent in full in an incremental sync (joined since the token)
 	// gets all its account data: what was set before the token never
 	// reached the client with the room.

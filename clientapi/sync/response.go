@@ -95,6 +95,9 @@ func (r *Response) empty() bool {
 	if r.AccountData != nil && len(r.AccountData.Events) > 0 {
 		return false
 	}
+	if r.Presence != nil && len(r.Presence.Events) > 0 {
+		return false
+	}
 	if r.ToDevice != nil && len(r.ToDevice.Events) > 0 {
 		return false
 	}

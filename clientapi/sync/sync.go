@@ -33,6 +33,7 @@ type Rooms interface {
 	FilterVisible(ctx context.Context, userID string, events []*roomserver.StoredEvent) ([]*roomserver.StoredEvent, error)
 	MembershipsAt(ctx context.Context, userID string, events []*roomserver.StoredEvent) (map[int64]string, error)
 	EventsByID(ctx context.Context, ids []string) ([]*roomserver.StoredEvent, error)
+	SharingARoom(ctx context.Context, userID string, others []string) (map[string]bool, error)
 	SyncChanged(ctx context.Context, userID string, since, upto int64) (bool, []string, error)
 }
 
@@ -78,6 +79,7 @@ type Service struct {
 	ephemeral Ephemeral
 	accounts  Accounts
 	e2ee      E2EE
+	presence  Presence
 	notifier  *streams.Notifier
 	head      func(ctx context.Context) (int64, error)
 	now       func() time.Time
@@ -111,6 +113,9 @@ type Request struct {
 	Filter           *Filter
 	Timeout          time.Duration
 	FullState        bool
+	// SetPresence is the presence the request marks the user with
+	// (set_presence; "online" when absent, "" for offline: no change).
+	SetPresence string
 }
 
 // ParseRequest reads the query parameters of GET /sync and resolves a
@@ -140,8 +145,12 @@ func (s *Service) ParseRequest(r *http.Request, dev *users.Device) (*Request, er
 		return nil, httputil.InvalidParam("full_state must be true or false")
 	}
 	switch v := q.Get("set_presence"); v {
-	case "", "online", "offline", "unavailable":
-		// accepted; presence is off (ARCHITECTURE §1.8)
+	case "", "online":
+		req.SetPresence = "online"
+	case "unavailable":
+		req.SetPresence = v
+	case "offline":
+		// the spec's "not marked as online by this request"
 	default:
 		return nil, httputil.InvalidParam("set_presence must be online, offline or unavailable")
 	}
@@ -179,6 +188,11 @@ func (s *Service) resolveFilter(ctx context.Context, userID, v string) (*Filter,
 // reports a new stream position that concerns the user, or empty at the
 // timeout.
 func (s *Service) Sync(ctx context.Context, req *Request) (*Response, error) {
+	if s.presence != nil && req.SetPresence != "" {
+		if err := s.presence.TouchPresence(ctx, req.UserID, req.SetPresence); err != nil {
+			return nil, err
+		}
+	}
 	if req.HasSince && s.e2ee != nil && req.Since.toDeviceSince() > 0 {
 		// The client holds this token, so it has every to-device message
 		// up to its to-device position. Deleting is a write (on SQLite it
@@ -377,6 +391,11 @@ func (s *Service) otherStreamsNew(ctx context.Context, req *Request, joined []st
 	for _, e := range ad {
 		if e.StreamPos > since && e.StreamPos <= upto {
 			return true, nil
+		}
+	}
+	if s.presence != nil {
+		if evs, err := s.presenceEvents(ctx, req, since, upto); err != nil || len(evs) > 0 {
+			return len(evs) > 0, err
 		}
 	}
 	if s.e2ee == nil {

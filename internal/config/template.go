@@ -68,6 +68,8 @@ rooms:
   # private_chat and trusted_private_chat rooms start end-to-end encrypted.
   encrypt_by_default: true
 
+# Online status (m.presence) of people who share a room, sent in /sync.
+# Off: when a patient or a doctor is online is health-adjacent data.
 presence:
   enabled: false
 

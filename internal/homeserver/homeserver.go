@@ -215,6 +215,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	api.Ephemeral = eph
 	api.Sync = syncapi.New(s.Rooms, eph, s.Users, s.Notifier, db.StreamHead)
 	api.Sync.SetE2EE(s.E2EE)
+	if cfg.Presence.Enabled {
+		api.Sync.SetPresence(s.Users)
+	}
 	s.drain = make(chan struct{})
 	api.Sync.SetDrain(s.drain)
 	// accounts: account data wakes /sync; login and registration are throttled per address

@@ -1,6 +1,8 @@
 package users
 
 import (
+	"time"
+
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -72,30 +74,87 @@ func (s *Service) Pushers(ctx context.Context, userID string) ([]Pusher, error) 
 
 // Presence is a user's presence as last set.
 type Presence struct {
+	UserID       string
 	Presence     string
 	StatusMsg    string
 	LastActiveTS int64
+	// StreamPos is the stream position of the last change of Presence or
+	// StatusMsg (activity alone does not move it).
+	StreamPos int64
 }
 
-// SetPresence records userID's presence.
+// presenceActivityEvery bounds how often mere activity (a /sync with the
+// same presence) refreshes last_active_ts: a write per request would cost
+// more than an age that is a minute off.
+const presenceActivityEvery = time.Minute
+
+// SetPresence records userID's presence and status message, giving the
+// change a stream position (which wakes /sync) when either differs from
+// what is stored.
 func (s *Service) SetPresence(ctx context.Context, userID, presence, statusMsg string) error {
-	var msg any
-	if statusMsg != "" {
-		msg = statusMsg
+	return s.updatePresence(ctx, userID, presence, &statusMsg)
+}
+
+// TouchPresence records that userID is active with the given presence
+// (/sync's set_presence), keeping the status message. It writes nothing
+// when the presence is unchanged and the last activity is recent.
+func (s *Service) TouchPresence(ctx context.Context, userID, presence string) error {
+	p, err := s.Presence(ctx, userID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
 	}
-	_, err := s.db.Exec(ctx, `INSERT INTO presence (user_id, presence, status_msg, last_active_ts) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (user_id) DO UPDATE SET presence = $2, status_msg = $3, last_active_ts = $4`, userID, presence, msg, s.now().UnixMilli())
-	if err != nil {
-		return fmt.Errorf("set presence of %s: %w", userID, err)
+	if p != nil && p.Presence == presence && s.now().UnixMilli()-p.LastActiveTS < presenceActivityEvery.Milliseconds() {
+		return nil
 	}
-	return nil
+	return s.updatePresence(ctx, userID, presence, nil)
+}
+
+// updatePresence writes a presence; statusMsg nil keeps the stored one.
+func (s *Service) updatePresence(ctx context.Context, userID, presence string, statusMsg *string) error {
+	return s.db.Transact(ctx, func(tx *storage.DB) error {
+		var oldPresence string
+		var oldMsg sql.NullString
+		err := tx.QueryRow(ctx, `SELECT presence, status_msg FROM presence WHERE user_id = $1`, userID).Scan(&oldPresence, &oldMsg)
+		exists := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("read presence of %s: %w", userID, err)
+		}
+		msg := oldMsg.String
+		if statusMsg != nil {
+			msg = *statusMsg
+		}
+		var msgArg any
+		if msg != "" {
+			msgArg = msg
+		}
+		now := s.now().UnixMilli()
+		if exists && oldPresence == presence && oldMsg.String == msg {
+			// activity only: no stream position, nobody to wake
+			if _, err := tx.Exec(ctx, `UPDATE presence SET last_active_ts = $2 WHERE user_id = $1`, userID, now); err != nil {
+				return fmt.Errorf("set presence of %s: %w", userID, err)
+			}
+			return nil
+		}
+		pos, err := tx.NextStreamPos(ctx, 1)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO presence (user_id, presence, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (user_id) DO UPDATE SET presence = $2, status_msg = $3, last_active_ts = $4, stream_pos = $5`,
+			userID, presence, msgArg, now, pos); err != nil {
+			return fmt.Errorf("set presence of %s: %w", userID, err)
+		}
+		s.publishAfterCommit(tx, pos)
+		return nil
+	})
 }
 
 // Presence returns userID's recorded presence; ErrNotFound if never set.
 func (s *Service) Presence(ctx context.Context, userID string) (*Presence, error) {
-	var p Presence
+	p := Presence{UserID: userID}
 	var msg sql.NullString
-	err := s.db.QueryRow(ctx, `SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = $1`, userID).Scan(&p.Presence, &msg, &p.LastActiveTS)
+	err := s.db.QueryRow(ctx, `SELECT presence, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id = $1`, userID).
+		Scan(&p.Presence, &msg, &p.LastActiveTS, &p.StreamPos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -104,6 +163,28 @@ func (s *Service) Presence(ctx context.Context, userID string) (*Presence, error
 	}
 	p.StatusMsg = msg.String
 	return &p, nil
+}
+
+// PresenceChanges returns the presences whose last change has a stream
+// position in (since, upto], oldest first.
+func (s *Service) PresenceChanges(ctx context.Context, since, upto int64) ([]Presence, error) {
+	rows, err := s.db.Query(ctx, `SELECT user_id, presence, status_msg, last_active_ts, stream_pos FROM presence
+		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos`, since, upto)
+	if err != nil {
+		return nil, fmt.Errorf("read presence changes: %w", err)
+	}
+	defer rows.Close()
+	var out []Presence
+	for rows.Next() {
+		var p Presence
+		var msg sql.NullString
+		if err := rows.Scan(&p.UserID, &p.Presence, &msg, &p.LastActiveTS, &p.StreamPos); err != nil {
+			return nil, fmt.Errorf("read presence changes: %w", err)
+		}
+		p.StatusMsg = msg.String
+		out = append(out, p)
+	}
+	return out, rows.Err()
 }
 
 // Now is the service clock in milliseconds (presence ages are relative to it).
