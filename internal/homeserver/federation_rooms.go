@@ -17,6 +17,7 @@ func (s *Server) setupFederationRooms(bgCtx context.Context, api *clientapi.API)
 	s.Rooms.SetFederation(f.Client, f.Ring, f.Allow.Allowed)
 	rooms := &federation.Rooms{API: f.API, Rooms: s.Rooms, Profiles: s.Users, Aliases: s.Rooms, Directory: s.Rooms}
 	rooms.Routes(s.fedMux)
+	(&federation.Hierarchy{API: f.API, Rooms: s.Rooms}).Routes(s.fedMux)
 
 	openID := &federation.OpenID{DB: s.DB, ServerName: s.Config.ServerName}
 	openID.Routes(s.fedMux)
