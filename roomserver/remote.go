@@ -972,9 +972,9 @@ func (s *Service) inviteRemote(ctx context.Context, req MembershipRequest) (stri
 	if err != nil {
 		return "", err
 	}
-	resp, err := s.fed.client.SendInviteV2(ctx, spec.ServerName(s.serverName), spec.ServerName(target), invReq)
+	resp, err := s.sendInvite(ctx, target, invReq)
 	if err != nil {
-		return "", remoteError("invite on "+target, err)
+		return "", inviteFailed(ctx, target, err)
 	}
 	signed, err := room.version.NewEventFromUntrustedJSON(resp.Event)
 	if err != nil || signed.EventID() != pdu.EventID() {
@@ -1261,37 +1261,11 @@ func (s *Service) knockRemote(ctx context.Context, server, roomID, userID, reaso
 	})
 }
 
-// CreateRoomAny is CreateRoom whose invite list may name partners' users:
-// the room is created with the local invitees, then each remote one is
-// invited over federation. Every remote invitee's server must be a
-// partner, checked before anything is created; a partner that cannot be
-// reached costs its invite (logged), not the room.
+// CreateRoomAny is CreateRoom, whose invite list may name partners'
+// users: they are checked before anything is created and invited over
+// federation once the room exists. CreateRoom must see them: the
+// trusted_private_chat preset gives every invitee, local or remote, power
+// level 100.
 func (s *Service) CreateRoomAny(ctx context.Context, req CreateRoomRequest) (*CreateRoomResult, error) {
-	var local, remote []string
-	for _, u := range req.Invite {
-		if _, err := spec.NewUserID(u, true); err != nil {
-			return nil, httputil.InvalidParam("invalid user ID in invite: " + u)
-		}
-		if s.isLocal(u) {
-			local = append(local, u)
-			continue
-		}
-		if s.fed == nil || !s.fed.allowed(serverOfID(u)) {
-			return nil, httputil.Forbidden(serverOfID(u) + " is not a federation partner of this server")
-		}
-		if !slices.Contains(remote, u) {
-			remote = append(remote, u)
-		}
-	}
-	req.Invite = local
-	res, err := s.CreateRoom(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	for _, u := range remote {
-		if _, err := s.inviteRemote(ctx, MembershipRequest{RoomID: res.RoomID, Sender: req.Creator, Target: u, IsDirect: req.IsDirect}); err != nil {
-			slog.WarnContext(ctx, "createRoom: remote invite failed", "room_id", res.RoomID, "server", serverOfID(u), "err", err)
-		}
-	}
-	return res, nil
+	return s.CreateRoom(ctx, req)
 }
