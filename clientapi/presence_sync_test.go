@@ -61,6 +61,18 @@ func TestPresenceInSync(t *testing.T) {
 			t.Errorf("carol, who shares no room with bob, sees his presence: %s", resp.Get("presence").Raw)
 		}
 
+		// Joining a room brings the room mates' current presence, both
+		// ways, though it was set before the window.
+		carolNext := syncRaw(t, carol, map[string]string{}).Get("next_batch").String()
+		aliceNext := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+		mustJoin(t, carol, roomID)
+		if p := presenceOf(syncRaw(t, carol, map[string]string{"since": carolNext}), bob.UserID); p.Get("presence").String() != "unavailable" {
+			t.Errorf("carol joined bob's room but gets no presence of his: %s", p.Raw)
+		}
+		if p := presenceOf(syncRaw(t, alice, map[string]string{"since": aliceNext}), carol.UserID); p.Get("presence").String() != "online" {
+			t.Errorf("carol joined alice's room but alice gets no presence of hers: %s", p.Raw)
+		}
+
 		// An initial sync carries the current presence of room mates; a
 		// presence filter can leave them out.
 		resp = syncRaw(t, alice, map[string]string{})

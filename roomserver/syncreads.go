@@ -57,6 +57,10 @@ type SyncTimeline struct {
 	Events []*StoredEvent
 	// Limited is true when the range holds more events than were returned.
 	Limited bool
+	// Gap is true when the first event follows a gap in the room's
+	// history that /state_ids bridged (input_gap.go): the state before it
+	// is not what the events before it made.
+	Gap bool
 	// GroupBefore maps each event's NID to the state group before it (0
 	// for the create event).
 	GroupBefore map[int64]int64
@@ -142,6 +146,9 @@ func (s *Service) SyncTimelines(ctx context.Context, ranges []SyncRange, limit i
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read timelines: %w", err)
+	}
+	if err := s.markGaps(ctx, out); err != nil {
+		return nil, err
 	}
 	// With limit 0 nothing is returned, but a range with events in it is
 	// still limited: one more query answers that for every range.
@@ -552,6 +559,31 @@ func (s *Service) SharingARoom(ctx context.Context, userID string, others []stri
 			return nil, err
 		}
 		out[u] = true
+	}
+	return out, rows.Err()
+}
+
+// NewRoomMates returns the users who came to share a joined room with
+// userID in (since, upto]: they joined one of userID's rooms, or userID
+// joined theirs. Their presence is news to userID even when it is old.
+// (A member's latest membership position may also be a profile change;
+// naming such a member again costs one presence event.)
+func (s *Service) NewRoomMates(ctx context.Context, userID string, since, upto int64) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT m2.user_id FROM room_members m1
+		JOIN room_members m2 ON m2.room_nid = m1.room_nid AND m2.membership = 'join'
+		WHERE m1.user_id = $1 AND m1.membership = 'join' AND m2.user_id <> $1
+			AND ((m2.stream_pos > $2 AND m2.stream_pos <= $3) OR (m1.stream_pos > $2 AND m1.stream_pos <= $3))`, userID, since, upto)
+	if err != nil {
+		return nil, fmt.Errorf("new room mates of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
 	}
 	return out, rows.Err()
 }

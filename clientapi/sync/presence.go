@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"encoding/json"
+	"slices"
 
 	"praxis/internal/users"
 )
@@ -15,6 +16,8 @@ type Presence interface {
 	TouchPresence(ctx context.Context, userID, presence string) error
 	// PresenceChanges lists presences last changed in (since, upto].
 	PresenceChanges(ctx context.Context, since, upto int64) ([]users.Presence, error)
+	// PresencesOf returns the presences of the given users.
+	PresencesOf(ctx context.Context, userIDs []string) ([]users.Presence, error)
 }
 
 // SetPresence plugs in the presence stream.
@@ -25,11 +28,35 @@ const presenceBatch = 500
 
 // presenceEvents renders the presence changes in (since, upto] that the
 // caller may see: their own and those of users sharing a joined room with
-// them. Only the newest of the filter's limit are kept.
+// them, plus (incrementally) the current presence of users who came to
+// share a room with them in the window. Only the newest of the filter's
+// limit are kept.
 func (s *Service) presenceEvents(ctx context.Context, req *Request, since, upto int64) ([]json.RawMessage, error) {
 	changes, err := s.presence.PresenceChanges(ctx, since, upto)
-	if err != nil || len(changes) == 0 {
+	if err != nil {
 		return nil, err
+	}
+	if since > 0 {
+		mates, err := s.rooms.NewRoomMates(ctx, req.UserID, since, upto)
+		if err != nil {
+			return nil, err
+		}
+		if len(mates) > 0 {
+			known := map[string]bool{}
+			for _, p := range changes {
+				known[p.UserID] = true
+			}
+			mates = slices.DeleteFunc(mates, func(u string) bool { return known[u] })
+			older, err := s.presence.PresencesOf(ctx, mates)
+			if err != nil {
+				return nil, err
+			}
+			// older changes first, as in the stream
+			changes = append(older, changes...)
+		}
+	}
+	if len(changes) == 0 {
+		return nil, nil
 	}
 	f := &req.Filter.Presence
 	var others []string

@@ -34,6 +34,7 @@ type Rooms interface {
 	MembershipsAt(ctx context.Context, userID string, events []*roomserver.StoredEvent) (map[int64]string, error)
 	EventsByID(ctx context.Context, ids []string) ([]*roomserver.StoredEvent, error)
 	SharingARoom(ctx context.Context, userID string, others []string) (map[string]bool, error)
+	NewRoomMates(ctx context.Context, userID string, since, upto int64) ([]string, error)
 	SyncChanged(ctx context.Context, userID string, since, upto int64) (bool, []string, error)
 }
 

@@ -165,13 +165,27 @@ func (s *Service) Presence(ctx context.Context, userID string) (*Presence, error
 	return &p, nil
 }
 
+// PresencesOf returns the recorded presences of userIDs (users who never
+// set one are left out).
+func (s *Service) PresencesOf(ctx context.Context, userIDs []string) ([]Presence, error) {
+	if len(userIDs) == 0 {
+		return nil, nil
+	}
+	q, args := storage.In(`SELECT user_id, presence, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id IN ($IN)`, 0, userIDs)
+	return s.queryPresence(ctx, q, args...)
+}
+
 // PresenceChanges returns the presences whose last change has a stream
 // position in (since, upto], oldest first.
 func (s *Service) PresenceChanges(ctx context.Context, since, upto int64) ([]Presence, error) {
-	rows, err := s.db.Query(ctx, `SELECT user_id, presence, status_msg, last_active_ts, stream_pos FROM presence
+	return s.queryPresence(ctx, `SELECT user_id, presence, status_msg, last_active_ts, stream_pos FROM presence
 		WHERE stream_pos > $1 AND stream_pos <= $2 ORDER BY stream_pos`, since, upto)
+}
+
+func (s *Service) queryPresence(ctx context.Context, q string, args ...any) ([]Presence, error) {
+	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read presence changes: %w", err)
+		return nil, fmt.Errorf("read presence: %w", err)
 	}
 	defer rows.Close()
 	var out []Presence
@@ -179,7 +193,7 @@ func (s *Service) PresenceChanges(ctx context.Context, since, upto int64) ([]Pre
 		var p Presence
 		var msg sql.NullString
 		if err := rows.Scan(&p.UserID, &p.Presence, &msg, &p.LastActiveTS, &p.StreamPos); err != nil {
-			return nil, fmt.Errorf("read presence changes: %w", err)
+			return nil, fmt.Errorf("read presence: %w", err)
 		}
 		p.StatusMsg = msg.String
 		out = append(out, p)
