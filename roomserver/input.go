@@ -185,14 +185,23 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		}
 	}
 	var prevList []knownEvent
+	var missingPrevs []string
 	for _, id := range pdu.PrevEventIDs() {
 		k, ok := known[id]
-
-		if !ok || k.outlier {
-			return "", fmt.Errorf("event %s: %w", pdu.EventID(), ErrMissingPrevEvents)
-		}
-		if !k.rejected {
+		switch {
+		case ok && k.rejected:
+		case !ok || k.outlier:
+			missingPrevs = append(missingPrevs, id)
+		default:
 			prevList = append(prevList, k)
+		}
+	}
+	// 3. A gap /get_missing_events did not close: the state before the
+	// event from /state_ids at the missing prev events (input_gap.go).
+	var gapBefore map[[2]string]int64
+	if len(missingPrevs) > 0 {
+		if gapBefore, err = s.bridgeGap(ctx, room, pdu, prevList, missingPrevs, remote); err != nil {
+			return "", err
 		}
 	}
 
@@ -207,7 +216,7 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		if err := w.load(ctx, needed); err != nil {
 			return err
 		}
-		if !wasOutlier && w.group != 0 && sameSet(pdu.PrevEventIDs(), w.extremities) && statesAre(prevList, w.group) {
+		if gapBefore == nil && !wasOutlier && w.group != 0 && sameSet(pdu.PrevEventIDs(), w.extremities) && statesAre(prevList, w.group) {
 			// The common case: the event extends the room's head, so the
 			// state before it is the current state (one check serves as
 			// both), and it is persisted exactly like a local event.
@@ -226,9 +235,11 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 
 		// A fork: the state before the event is that after its prev
 		// events, resolved if they differ.
-		before, beforeGroup, err := s.stateAfterAll(ctx, room, prevList)
-		if err != nil {
-			return err
+		before, beforeGroup := gapBefore, int64(0)
+		if gapBefore == nil {
+			if before, beforeGroup, err = s.stateAfterAll(ctx, room, prevList); err != nil {
+				return err
+			}
 		}
 		provider, err := s.authProvider(ctx, tx, room, before, pdu)
 		if err != nil {
@@ -246,11 +257,33 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 			return s.insertSoftFailed(ctx, tx, room, pdu, beforeGroup, before)
 		}
 		outcome = InputAccepted
+		var oldCurrent map[[2]string]int64
+		if gapBefore != nil {
+			if oldCurrent, err = s.currentStateMap(ctx, tx, room); err != nil {
+				return err
+			}
+		}
 		if err := s.persistFork(ctx, w, pdu, before, beforeGroup); err != nil {
 			return err
 		}
-		_, err = w.finish(ctx)
-		return err
+		if gapBefore != nil && pdu.StateKey() == nil {
+			if err := s.adoptGapState(ctx, w, before); err != nil {
+				return err
+			}
+		}
+		pos, err := w.finish(ctx)
+		if err != nil || gapBefore == nil {
+			return err
+		}
+		newCurrent, err := s.currentStateMap(ctx, tx, room)
+		if err != nil {
+			return err
+		}
+		own := ""
+		if pdu.Type() == spec.MRoomMember && pdu.StateKey() != nil {
+			own = *pdu.StateKey()
+		}
+		return s.recordGapMembers(ctx, tx, room, memberChanges(oldCurrent, newCurrent), own, pos)
 	})
 	if err != nil {
 		return "", fmt.Errorf("input event %s: %w", pdu.EventID(), err)
@@ -453,17 +486,22 @@ func (s *Service) ensurePrevEvents(ctx context.Context, room *roomInfo, pdu goma
 	}
 	evs, err := remote.MissingEvents(ctx, room.version.Version(), room.id, head.extremities, []string{pdu.EventID()}, maxMissingEvents, max(0, head.depth-maxMissingEvents))
 	if err != nil {
-		return fmt.Errorf("get missing events before %s: %w", pdu.EventID(), err)
+		// not fatal: the /state_ids fallback may still bridge the gap
+		slog.InfoContext(ctx, "get_missing_events failed", "event_id", pdu.EventID(), "room_id", room.id, "err", err)
+		return nil
 	}
 	slices.SortStableFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
 	for _, ev := range evs {
 		if ev.RoomID().String() != room.id || ev.EventID() == pdu.EventID() {
 			continue
 		}
-		// nil remote: one round of gap filling, no recursion into
-		// another server's history.
-		if _, err := s.InputPDU(ctx, ev, authOnly{remote}); err != nil {
-			return fmt.Errorf("missing event %s: %w", ev.EventID(), err)
+		// One round of gap filling, no recursion into another server's
+		// history; the oldest pulled event may bridge its own gap with
+		// /state_ids. If one fails, the rest would too: the event that
+		// asked bridges the gap itself.
+		if _, err := s.InputPDU(ctx, ev, withState(remote)); err != nil {
+			slog.InfoContext(ctx, "pulled missing event not input", "event_id", ev.EventID(), "room_id", room.id, "err", err)
+			break
 		}
 	}
 	return nil

@@ -587,3 +587,27 @@ func (s *Service) NewRoomMates(ctx context.Context, userID string, since, upto i
 	}
 	return out, rows.Err()
 }
+
+// SyncGroupsBefore returns the state group before each of the events (an
+// event without one, an out-of-band membership, is left out).
+func (s *Service) SyncGroupsBefore(ctx context.Context, nids []int64) (map[int64]int64, error) {
+	out := make(map[int64]int64, len(nids))
+	if len(nids) == 0 {
+		return out, nil
+	}
+	q, args := storage.In(`SELECT event_nid, state_group_before FROM events
+		WHERE event_nid IN ($IN) AND state_group_before IS NOT NULL`, 0, nids)
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read state groups: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var nid, group int64
+		if err := rows.Scan(&nid, &group); err != nil {
+			return nil, err
+		}
+		out[nid] = group
+	}
+	return out, rows.Err()
+}

@@ -36,6 +36,9 @@ type roomWork struct {
 	// where the state at the start of the timeline comes from
 	source stateSource
 	group  int64
+	// atLeave is the user's leave event when the state section is the
+	// state at it (sourceAtLeave).
+	atLeave *roomserver.StoredEvent
 	// keys: the state keys to send; nil = all
 	keys map[roomserver.SyncStateKey]bool
 	// lazyMembers: with lazy loading, the members whose events to send
@@ -51,6 +54,7 @@ const (
 	sourceNone    stateSource = iota
 	sourceCurrent             // current_state: the timeline has no state events
 	sourceGroup               // the state group before the first timeline event
+	sourceAtLeave             // a left room with an empty timeline: the state at the leave, the leave included
 )
 
 // build assembles the response for (since, head].
@@ -523,12 +527,14 @@ func (s *Service) readState(ctx context.Context, req *Request, works []*roomWork
 			switch {
 			case !hasEvents && w.join:
 				w.source = sourceCurrent
-			case !hasEvents:
-				w.source = sourceNone // a left room with nothing in range
 			case len(w.events) == 0 && w.join:
 				// everything in range was filtered out: the state after
 				// it is the current state
 				w.source = sourceCurrent
+			case len(w.events) == 0 && w.m.EventNID != 0:
+				// a left room whose timeline came out empty (limit 0,
+				// filters): what the client needs is the state it left
+				w.source = sourceAtLeave
 			case len(w.events) == 0:
 				w.source = sourceNone
 			case w.join && !stateFrom(w.tl.Events, w.events[0]):
@@ -547,6 +553,11 @@ func (s *Service) readState(ctx context.Context, req *Request, works []*roomWork
 		}
 		switch {
 		case w.full:
+			pick()
+		case hasEvents && w.tl.Gap:
+			// the timeline starts after a gap in the room's history:
+			// what changed inside it is known only as the state before
+			// the first event, so all of that state goes out
 			pick()
 		case hasEvents && w.tl.Limited:
 			// state that changed between the token and the timeline
@@ -592,6 +603,30 @@ func (s *Service) readState(ctx context.Context, req *Request, works []*roomWork
 			return false
 		}
 		return sf.AllowsRoom(w.m.RoomID) && sf.AllowsEvent(typ, sender, false)
+	}
+
+	var leaves []int64
+	for _, w := range works {
+		if w.source == sourceAtLeave {
+			leaves = append(leaves, w.m.EventNID)
+		}
+	}
+	var leaveEvents map[int64]*roomserver.StoredEvent
+	if len(leaves) > 0 {
+		before, err := s.rooms.SyncGroupsBefore(ctx, leaves)
+		if err != nil {
+			return err
+		}
+		if leaveEvents, err = s.rooms.SyncEventsByNID(ctx, leaves); err != nil {
+			return err
+		}
+		for _, w := range works {
+			if w.source == sourceAtLeave {
+				// the state before the leave, then the leave on top
+				w.source, w.group = sourceGroup, before[w.m.EventNID]
+				w.atLeave = leaveEvents[w.m.EventNID]
+			}
+		}
 	}
 
 	var current []int64
@@ -647,11 +682,23 @@ func (s *Service) readState(ctx context.Context, req *Request, works []*roomWork
 			}
 			for k, nid := range resolved[w.group] {
 				e := evs[nid]
+				if w.atLeave != nil && k.Type == w.atLeave.Type && w.atLeave.StateKey != nil && k.StateKey == *w.atLeave.StateKey {
+					continue // replaced by the leave
+				}
 				if e != nil && wanted(w, k.Type, k.StateKey, e.Sender) {
 					w.state = append(w.state, e)
 				}
 			}
+			if l := w.atLeave; l != nil && l.StateKey != nil && wanted(w, l.Type, *l.StateKey, l.Sender) {
+				w.state = append(w.state, l)
+			}
 			sort.Slice(w.state, func(i, j int) bool { return w.state[i].StreamPos < w.state[j].StreamPos })
+		}
+	}
+	for _, w := range works {
+		// an out-of-band leave: no room state we hold, only the leave
+		if l := w.atLeave; l != nil && w.group == 0 && l.StateKey != nil && wanted(w, l.Type, *l.StateKey, l.Sender) {
+			w.state = append(w.state, l)
 		}
 	}
 	return nil

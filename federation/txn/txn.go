@@ -382,6 +382,40 @@ func (r *Remote) MissingEvents(ctx context.Context, ver gomatrixserverlib.RoomVe
 	return out, nil
 }
 
+// StateIDs implements roomserver.RemoteState (/state_ids).
+func (r *Remote) StateIDs(ctx context.Context, roomID, eventID string) (state, authChain []string, err error) {
+	res, err := r.Client.LookupStateIDs(ctx, r.Origin, r.Destination, roomID, eventID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state_ids at %s from %s: %w", eventID, r.Destination, err)
+	}
+	return res.StateEventIDs, res.AuthEventIDs, nil
+}
+
+// State implements roomserver.RemoteState (/state). Events with a bad
+// signature or of another room are left out (and logged): the caller
+// notices what is missing.
+func (r *Remote) State(ctx context.Context, ver gomatrixserverlib.RoomVersion, roomID, eventID string) (state, authChain []gomatrixserverlib.PDU, err error) {
+	res, err := r.Client.LookupState(ctx, r.Origin, r.Destination, roomID, eventID, ver)
+	if err != nil {
+		return nil, nil, fmt.Errorf("state at %s from %s: %w", eventID, r.Destination, err)
+	}
+	check := func(raws gomatrixserverlib.EventJSONs) []gomatrixserverlib.PDU {
+		out := make([]gomatrixserverlib.PDU, 0, len(raws))
+		for _, raw := range raws {
+			pdu, err := r.verify(ctx, ver, raw)
+			if err != nil {
+				slog.InfoContext(ctx, "state event refused", "origin", r.Destination, "reason", err.Error())
+				continue
+			}
+			if pdu.RoomID().String() == roomID {
+				out = append(out, pdu)
+			}
+		}
+		return out
+	}
+	return check(res.StateEvents), check(res.AuthEvents), nil
+}
+
 // serverOf returns the server part of a Matrix ID.
 func serverOf(id string) string {
 	_, s, _ := strings.Cut(id, ":")
