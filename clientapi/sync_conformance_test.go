@@ -141,3 +141,45 @@ func TestSyncRejectInviteToEmptyRoom(t *testing.T) {
 		}
 	})
 }
+
+// Complement TestArchivedRoomsHistory "timeline is empty": with a
+// timeline limit of 0, a left room's state section is the state at the
+// leave — the leave included, nothing from after it.
+func TestSyncLeftRoomEmptyTimelineState(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob := srv.Register(t, "alice"), srv.Register(t, "bob")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustJoin(t, bob, roomID)
+		setKey := func(v string) {
+			if _, err := alice.SendStateEvent(ctx, roomID, event.NewEventType("de.praxis.test"), "", map[string]string{"my_key": v}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setKey("before")
+		if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		setKey("after")
+		resp := syncRaw(t, bob, map[string]string{"filter": `{"room":{"timeline":{"limit":0},"include_leave":true}}`})
+		left := room(resp, "leave", roomID)
+		if n := len(left.Get("timeline.events").Array()); n != 0 {
+			t.Errorf("timeline with limit 0 has %d events", n)
+		}
+		var sawLeave, sawKey bool
+		for _, e := range left.Get("state.events").Array() {
+			switch {
+			case e.Get("type").String() == "de.praxis.test":
+				sawKey = true
+				if v := e.Get("content.my_key").String(); v != "before" {
+					t.Errorf("state from after the leave: my_key = %q", v)
+				}
+			case e.Get("type").String() == "m.room.member" && e.Get("state_key").String() == bob.UserID.String():
+				sawLeave = e.Get("content.membership").String() == "leave"
+			}
+		}
+		if !sawLeave || !sawKey {
+			t.Errorf("state section lacks bob's leave (%v) or the room's state (%v): %s", sawLeave, sawKey, left.Raw)
+		}
+	})
+}
