@@ -205,6 +205,17 @@ func testFederatedHierarchy(t *testing.T, n *hstest.Network) {
 		if got, want := walk(nil), []id.RoomID{space, public, private, readable, restricted, sub, subChild}; !slices.Equal(got, want) {
 			t.Errorf("rooms %v, want %v", got, want)
 		}
+		// hs1 now counts hs2 in the allow room: the restricted room is
+		// described, with the rooms that open it
+		status, body := hierarchyGet(t, n, hs2, "hs1.test", "/_matrix/federation/v1/hierarchy/"+url.PathEscape(space.String()))
+		if status != 200 || len(roomIDs(body.Get("inaccessible_children"))) != 0 {
+			t.Fatalf("space: %d, inaccessible %v, want none", status, body.Get("inaccessible_children"))
+		}
+		for _, c := range body.Get("children").Array() {
+			if c.Get("room_id").Str == restricted.String() && c.Get("allowed_room_ids").String() != `["`+space.String()+`"]` {
+				t.Errorf("allowed_room_ids %s, want the space", c.Get("allowed_room_ids").Raw)
+			}
+		}
 	})
 
 	t.Run("an unreachable partner's rooms are left out", func(t *testing.T) {

@@ -296,6 +296,7 @@ func (s *Service) ServerHierarchy(ctx context.Context, origin, roomID string, su
 		return nil, err
 	}
 	res.Room.ChildrenState = strippedOf(links)
+	var nids []int64
 	for _, l := range links {
 		child, err := s.readRoom(ctx, l.roomID)
 		if err == errNoRoom {
@@ -304,28 +305,29 @@ func (s *Service) ServerHierarchy(ctx context.Context, origin, roomID string, su
 		if err != nil {
 			return nil, err
 		}
-		in, err := s.inRoom(ctx, child)
-		if err != nil {
+		if in, err := s.inRoom(ctx, child); err != nil {
 			return nil, err
+		} else if in {
+			nids = append(nids, child.nid)
 		}
-		if !in {
+	}
+	childFacts, err := s.roomFacts(ctx, nids)
+	if err != nil {
+		return nil, err
+	}
+	for _, nid := range nids {
+		cf := childFacts[nid]
+		if cf == nil {
 			continue
 		}
-		cf, err := s.roomFacts(ctx, []int64{child.nid})
-		if err != nil {
-			return nil, err
-		}
-		if cf[child.nid] == nil {
-			continue
-		}
-		ok, err := s.serverMaySee(ctx, cf[child.nid], origin)
+		ok, err := s.serverMaySee(ctx, cf, origin)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			res.Children = append(res.Children, hierarchyChild(cf[child.nid]))
+			res.Children = append(res.Children, hierarchyChild(cf))
 		} else {
-			res.InaccessibleChildren = append(res.InaccessibleChildren, l.roomID)
+			res.InaccessibleChildren = append(res.InaccessibleChildren, cf.RoomID)
 		}
 	}
 	return res, nil
