@@ -3,7 +3,6 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -222,25 +221,16 @@ func queryFilter(q url.Values) (*roomserver.EventFilter, error) {
 // filter's not_senders: the spec forbids serving their events in /messages
 // and /context.
 func (a *API) withIgnored(ctx context.Context, userID string, f *roomserver.EventFilter) (*roomserver.EventFilter, error) {
-	raw, err := a.Users.AccountData(ctx, userID, "", "m.ignored_user_list")
-	if errors.Is(err, users.ErrNotFound) {
-		return f, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var list struct {
-		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
-	}
-	if json.Unmarshal(raw, &list) != nil || len(list.IgnoredUsers) == 0 {
-		return f, nil
+	ignored, err := a.Users.IgnoredUsers(ctx, userID)
+	if err != nil || len(ignored) == 0 {
+		return f, err
 	}
 	out := roomserver.EventFilter{}
 	if f != nil {
 		out = *f
 	}
 	out.NotSenders = slices.Clone(out.NotSenders)
-	for u := range list.IgnoredUsers {
+	for u := range ignored {
 		out.NotSenders = append(out.NotSenders, u)
 	}
 	slices.Sort(out.NotSenders)

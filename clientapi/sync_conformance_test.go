@@ -4,8 +4,11 @@ import (
 	"context"
 	"testing"
 
+	"github.com/tidwall/gjson"
+
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"praxis/internal/hstest"
 )
@@ -180,6 +183,46 @@ func TestSyncLeftRoomEmptyTimelineState(t *testing.T) {
 		}
 		if !sawLeave || !sawKey {
 			t.Errorf("state section lacks bob's leave (%v) or the room's state (%v): %s", sawLeave, sawKey, left.Raw)
+		}
+	})
+}
+
+// Ignored users (m.ignored_user_list): their invites and messages stay out
+// of /sync; their state events still arrive, or the room's state would
+// be wrong (Complement TestInviteFromIgnoredUsersDoesNotAppearInSync).
+func TestSyncHidesIgnoredUsers(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice, bob, chris := srv.Register(t, "alice"), srv.Register(t, "bob"), srv.Register(t, "chris")
+		shared := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		mustJoin(t, bob, shared)
+		if err := alice.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[string]any{bob.UserID.String(): map[string]any{}}}); err != nil {
+			t.Fatal(err)
+		}
+		since := syncRaw(t, alice, map[string]string{}).Get("next_batch").String()
+		bobRoom := mustCreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{alice.UserID}})
+		chrisRoom := mustCreateRoom(t, chris, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{alice.UserID}})
+		mustSend(t, bob, shared, "von bob")
+		if err := bob.SetDisplayName(ctx, "Bob Neu"); err != nil { // a member event: state
+			t.Fatal(err)
+		}
+		for _, resp := range []gjson.Result{syncRaw(t, alice, map[string]string{"since": since}), syncRaw(t, alice, map[string]string{})} {
+			if room(resp, "invite", bobRoom).Exists() {
+				t.Errorf("invite from an ignored user shown")
+			}
+			if !room(resp, "invite", chrisRoom).Exists() {
+				t.Errorf("invite from chris missing")
+			}
+			var sawTopic bool
+			for _, e := range room(resp, "join", shared).Get("timeline.events").Array() {
+				if e.Get("content.body").String() == "von bob" {
+					t.Errorf("message of an ignored user in the timeline")
+				}
+				sawTopic = sawTopic || e.Get("content.displayname").String() == "Bob Neu"
+			}
+			if !sawTopic {
+				t.Errorf("state event of an ignored user missing from the timeline")
+			}
 		}
 	})
 }

@@ -78,6 +78,9 @@ func (s *Service) buildWindow(ctx context.Context, req *Request, head int64, roo
 	if err != nil {
 		return nil, err
 	}
+	if req.ignored, err = s.accounts.IgnoredUsers(ctx, req.UserID); err != nil {
+		return nil, err
+	}
 	// A membership committed after the head was read: everything up to it
 	// is committed too (positions commit in order), so read up to there
 	// and keep membership and timelines consistent.
@@ -261,7 +264,7 @@ func (s *Service) buildWindow(ctx context.Context, req *Request, head int64, roo
 	if err := s.readCounts(ctx, req, joined, resp.Rooms.Join); err != nil {
 		return nil, err
 	}
-	if err := s.readInvites(ctx, invites, knocks, resp.Rooms); err != nil {
+	if err := s.readInvites(ctx, req, invites, knocks, resp.Rooms); err != nil {
 		return nil, err
 	}
 
@@ -439,6 +442,9 @@ func (s *Service) readTimelines(ctx context.Context, req *Request, works []*room
 			}
 			if !tf.AllowsEvent(e.Type, e.Sender, gjson.GetBytes(e.JSON, "content.url").Exists()) {
 				continue
+			}
+			if req.ignored[e.Sender] && e.StateKey == nil {
+				continue // the spec keeps ignored users' state events only
 			}
 			w.events = append(w.events, e)
 		}
@@ -870,7 +876,7 @@ func hasMemberEvent(evs []*roomserver.StoredEvent) bool {
 
 // readInvites fills rooms.invite and rooms.knock with the stripped state
 // the inviting (or knocked-on) server sent and the membership event itself.
-func (s *Service) readInvites(ctx context.Context, invites, knocks []roomserver.SyncMembership, rooms *RoomSections) error {
+func (s *Service) readInvites(ctx context.Context, req *Request, invites, knocks []roomserver.SyncMembership, rooms *RoomSections) error {
 	if len(invites)+len(knocks) == 0 {
 		return nil
 	}
@@ -883,7 +889,7 @@ func (s *Service) readInvites(ctx context.Context, invites, knocks []roomserver.
 		return err
 	}
 	for _, m := range invites {
-		if e := evs[m.EventNID]; e != nil {
+		if e := evs[m.EventNID]; e != nil && !req.ignored[e.Sender] {
 			if rooms.Invite == nil {
 				rooms.Invite = map[string]*InvitedRoom{}
 			}

@@ -51,6 +51,7 @@ type Ephemeral interface {
 type Accounts interface {
 	AccountDataSince(ctx context.Context, userID string, since int64) ([]users.AccountDataEntry, error)
 	Filter(ctx context.Context, userID, filterID string) (json.RawMessage, error)
+	IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error)
 }
 
 // E2EE is the end-to-end encryption side of sync, provided by the key
@@ -118,6 +119,10 @@ type Request struct {
 	// SetPresence is the presence the request marks the user with
 	// (set_presence; "online" when absent, "" for offline: no change).
 	SetPresence string
+
+	// ignored are the users the caller ignores, read per response: their
+	// invites and non-state timeline events are not shown.
+	ignored map[string]bool
 }
 
 // ParseRequest reads the query parameters of GET /sync and resolves a

@@ -185,3 +185,26 @@ func (s *Service) Filter(ctx context.Context, userID, filterID string) (json.Raw
 	}
 	return json.RawMessage(f), nil
 }
+
+// IgnoredUsers returns the users userID ignores (m.ignored_user_list),
+// whose events and invites the server must not show them; nil when none.
+func (s *Service) IgnoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	raw, err := s.AccountData(ctx, userID, "", "m.ignored_user_list")
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &list) != nil || len(list.IgnoredUsers) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]bool, len(list.IgnoredUsers))
+	for u := range list.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
+}
