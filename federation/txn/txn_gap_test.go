@@ -27,7 +27,7 @@ func TestGapBridgedWithStateIDs(t *testing.T) {
 func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
-	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
+	alice, bob, carol := hs1.Register(t, "alice"), hs2.Register(t, "bob"), hs1.Register(t, "carol")
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +61,9 @@ func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 		if _, err := alice.SendStateEvent(ctx, room, event.StateRoomName, "", &event.RoomNameEventContent{Name: "Konsil im Gap"}); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := carol.JoinRoomByID(ctx, room); err != nil {
+			t.Fatal(err)
+		}
 		for i := 0; i < 30; i++ {
 			if _, err := alice.SendText(ctx, room, fmt.Sprint("lost ", i)); err != nil {
 				t.Fatal(err)
@@ -77,6 +80,13 @@ func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 	})
 	if name := roomName(ctx, bob, room); name != "Konsil im Gap" {
 		t.Fatalf("hs2's room name = %q, want the one set inside the gap", name)
+	}
+	members, err := bob.JoinedMembers(ctx, room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := members.Joined[carol.UserID]; !ok {
+		t.Fatalf("hs2's member list lacks carol, who joined inside the gap: %v", members.Joined)
 	}
 
 	resp, err := bob.SyncRequest(ctx, 0, first.NextBatch, filter.FilterID, false, event.PresenceOnline)
