@@ -1,7 +1,10 @@
 package federation_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
 	"slices"
 	"testing"
 
@@ -151,4 +154,70 @@ func testFederatedDeviceDeletion(t *testing.T, n *hstest.Network) {
 func sortedIDs(ids ...id.DeviceID) []id.DeviceID {
 	slices.Sort(ids)
 	return ids
+}
+
+// Deactivating an account deletes all its devices, and the account
+// leaves its rooms right after: the partners still hear of every
+// deletion and stop serving the devices.
+func TestFederatedDeactivationDeletesDevices(t *testing.T) {
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, func(t *testing.T, n *hstest.Network) {
+		ctx := context.Background()
+		hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
+		carol := newE2EEClient(t, hs1.Register(t, "carol"))
+		newE2EEClient(t, hs1.Login(t, "carol"))
+		bob := hs2.Register(t, "bob")
+		var room id.RoomID
+		if err := carol.Locked(func() error {
+			created, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+			if err != nil {
+				return err
+			}
+			room = created.RoomID
+			_, err = carol.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+			t.Fatalf("join: %v", err)
+		}
+		waitFor(t, "hs1 to see bob's join", func() bool { return membershipOf(ctx, carol.Client, room, bob.UserID) == "join" })
+		cached := func() int {
+			var c int
+			if err := hs2.DB.QueryRow(ctx, `SELECT COUNT(*) FROM remote_device_keys WHERE user_id = $1`, carol.UserID.String()).Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		resp, err := bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{carol.UserID: {}}})
+		if err != nil || len(resp.DeviceKeys[carol.UserID]) != 2 || cached() != 2 {
+			t.Fatalf("carol's devices seen by bob: %v (cached %d), %v; want 2", resp, cached(), err)
+		}
+
+		deactivate := func(body map[string]any) (int, map[string]any) {
+			js, _ := json.Marshal(body)
+			req, _ := http.NewRequestWithContext(ctx, "POST", hs1.URL+"/_matrix/client/v3/account/deactivate", bytes.NewReader(js))
+			req.Header.Set("Authorization", "Bearer "+carol.AccessToken)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			var out map[string]any
+			_ = json.NewDecoder(res.Body).Decode(&out)
+			return res.StatusCode, out
+		}
+		status, challenge := deactivate(map[string]any{})
+		session, _ := challenge["session"].(string)
+		if status != http.StatusUnauthorized || session == "" {
+			t.Fatalf("deactivate challenge: %d %v", status, challenge)
+		}
+		if status, out := deactivate(map[string]any{"auth": map[string]any{
+			"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": "carol"},
+			"password": "password-carol", "session": session,
+		}}); status != http.StatusOK {
+			t.Fatalf("deactivate: %d %v", status, out)
+		}
+		waitFor(t, "hs2 to drop every device of the deactivated account", func() bool { return cached() == 0 })
+	})
 }

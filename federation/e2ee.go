@@ -423,7 +423,7 @@ func (e *E2EE) tailDeviceLists(ctx context.Context) error {
 	}
 	var edus []edu
 	for _, c := range changes {
-		dests, err := e.sharingServers(ctx, c.UserID)
+		dests, err := e.sharingServers(ctx, c.UserID, c.StreamPos)
 		if err != nil {
 			return err
 		}
@@ -511,11 +511,14 @@ func (e *E2EE) deviceListEDU(ctx context.Context, c keyserver.DeviceListChange) 
 }
 
 // sharingServers lists the other servers with a user joined to a room
-// userID is joined to.
-func (e *E2EE) sharingServers(ctx context.Context, userID string) ([]string, error) {
+// userID is joined to, or was joined to at stream position at: a
+// deactivated account leaves its rooms right after its devices go, and
+// the partners must still hear of the deletions.
+func (e *E2EE) sharingServers(ctx context.Context, userID string, at int64) ([]string, error) {
 	rows, err := e.DB.Query(ctx, `SELECT DISTINCT o.user_id FROM room_members me JOIN room_members o ON o.room_nid = me.room_nid
-		WHERE me.user_id = $1 AND me.membership = 'join' AND o.membership = 'join' AND o.user_id NOT LIKE $2`,
-		userID, "%:"+e.API.ServerName)
+		WHERE me.user_id = $1 AND (me.membership = 'join' OR (me.membership IN ('leave', 'ban') AND me.stream_pos > $3))
+		AND o.membership = 'join' AND o.user_id NOT LIKE $2`,
+		userID, "%:"+e.API.ServerName, at)
 	if err != nil {
 		return nil, fmt.Errorf("servers sharing a room with %s: %w", userID, err)
 	}

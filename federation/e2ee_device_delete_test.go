@@ -111,3 +111,46 @@ func TestDeviceListUpdateFollowsDeletions(t *testing.T) {
 		})
 	}
 }
+
+// TestSharingServersAtAChange: a device change goes to the servers that
+// share a room with the user now, and to those of rooms the user left
+// after the change (a deactivated account leaves its rooms right after
+// its devices are deleted).
+func TestSharingServersAtAChange(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		const alice = "@alice:hs1.test"
+		for _, m := range []struct {
+			room       int
+			user, memb string
+			pos        int64
+		}{
+			{1, alice, "join", 1}, {1, "@bob:hs2.test", "join", 2}, {1, "@ann:hs1.test", "join", 3},
+			{2, alice, "leave", 20}, {2, "@carol:hs3.test", "join", 4},
+			{3, alice, "join", 5}, {3, "@dave:hs4.test", "leave", 6},
+			{4, alice, "ban", 10}, {4, "@erin:hs5.test", "join", 7},
+		} {
+			if _, err := db.Exec(ctx, `INSERT INTO room_members (room_nid, user_id, membership, event_nid, stream_pos) VALUES ($1, $2, $3, 0, $4)`,
+				m.room, m.user, m.memb, m.pos); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e := &E2EE{API: &API{ServerName: "hs1.test"}, DB: db}
+		for _, tc := range []struct {
+			at   int64
+			want []string
+		}{
+			{15, []string{"hs2.test", "hs3.test"}},
+			{25, []string{"hs2.test"}},
+			{8, []string{"hs2.test", "hs3.test", "hs5.test"}},
+		} {
+			got, err := e.sharingServers(ctx, alice, tc.at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("servers sharing a room with alice at %d = %v, want %v", tc.at, got, tc.want)
+			}
+		}
+	})
+}
