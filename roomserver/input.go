@@ -250,8 +250,16 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 			outcome = InputRejected
 			return s.insertOutlier(ctx, tx, room, pdu, true)
 		}
-		// Soft-fail against the current state.
-		if err := gomatrixserverlib.Allowed(pdu, w, userIDForSender); err != nil {
+		// Soft-fail against the current state. After a gap our current
+		// state is behind: it counts only as resolved with the state the
+		// origin described (a member who joined inside the gap may speak).
+		var current gomatrixserverlib.AuthEventProvider = w
+		if gapBefore != nil {
+			if current, err = s.gapCurrent(ctx, tx, room, before, pdu); err != nil {
+				return err
+			}
+		}
+		if err := gomatrixserverlib.Allowed(pdu, current, userIDForSender); err != nil {
 			slog.InfoContext(ctx, "federated event soft-failed against current state", "event_id", pdu.EventID(), "type", pdu.Type(), "room_id", room.id, "reason", err.Error())
 			outcome = InputSoftFailed
 			return s.insertSoftFailed(ctx, tx, room, pdu, beforeGroup, before)

@@ -459,3 +459,17 @@ func (s *Service) markGaps(ctx context.Context, timelines map[int64]*SyncTimelin
 	}
 	return nil
 }
+
+// gapCurrent serves the auth rules the current state as a gap-bridging
+// event sees it: our current state resolved with the state before it.
+func (s *Service) gapCurrent(ctx context.Context, tx *storage.DB, room *roomInfo, before map[[2]string]int64, pdu gomatrixserverlib.PDU) (gomatrixserverlib.AuthEventProvider, error) {
+	current, err := s.currentStateMap(ctx, tx, room)
+	if err != nil {
+		return nil, err
+	}
+	merged, err := s.resolveMaps(ctx, tx, room, current, before)
+	if err != nil {
+		return nil, err
+	}
+	return s.authProvider(ctx, tx, room, merged, pdu)
+}

@@ -27,7 +27,7 @@ func TestGapBridgedWithStateIDs(t *testing.T) {
 func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
-	alice, bob, carol := hs1.Register(t, "alice"), hs2.Register(t, "bob"), hs1.Register(t, "carol")
+	alice, bob, carol, dave := hs1.Register(t, "alice"), hs2.Register(t, "bob"), hs1.Register(t, "carol"), hs1.Register(t, "dave")
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
 		t.Fatal(err)
@@ -114,9 +114,14 @@ func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 	}
 
 	// A remote whose /get_missing_events brings nothing: the event itself
-	// is bridged, and the topic set inside the gap becomes hs2's.
+	// is bridged, and the topic set inside the gap becomes hs2's. Its
+	// sender joined inside the gap: not soft-failed against hs2's stale
+	// current state.
 	lose(func() {
 		if _, err := alice.SendStateEvent(ctx, room, event.StateTopic, "", &event.TopicEventContent{Topic: "Befund"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dave.JoinRoomByID(ctx, room); err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < 3; i++ {
@@ -126,7 +131,7 @@ func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 		}
 	})
 	n.SetDown("hs2.test", true) // hs1 does not push it; hs2 asks hs1 itself
-	last, err := alice.SendText(ctx, room, "bridged alone")
+	last, err := dave.SendText(ctx, room, "bridged alone")
 	if err != nil {
 		t.Fatal(err)
 	}
