@@ -989,6 +989,18 @@ func TestSyncUnreadThreadNotifications(t *testing.T) {
 		if main != 1 || th.Get(gjson.Escape(string(root))+".notification_count").Int() != 1 {
 			t.Errorf("after a thread receipt: main %d, threads %s; want 1 and 1", main, th.Raw)
 		}
+		// without threads apart the one count still honours the thread's
+		// receipt: the root and the second reply are unread
+		if all, _ := counts(`{}`); all != 2 {
+			t.Errorf("after a thread receipt, without threads apart: %d unread, want 2", all)
+		}
+		// a "main" receipt reads the main timeline only
+		if err := bob.SendReceipt(ctx, roomID, root, event.ReceiptTypeRead, map[string]string{"thread_id": "main"}); err != nil {
+			t.Fatal(err)
+		}
+		if all, _ := counts(`{}`); all != 1 {
+			t.Errorf("after a main receipt on the root: %d unread, want 1 (the thread's second reply)", all)
+		}
 		// an unthreaded receipt reads everything up to it
 		if err := bob.SendReceipt(ctx, roomID, replies[1], event.ReceiptTypeRead, nil); err != nil {
 			t.Fatal(err)

@@ -800,10 +800,12 @@ func (s *Service) readCounts(ctx context.Context, req *Request, joined []*roomWo
 	if err != nil {
 		return err
 	}
-	// With unread_thread_notifications the main timeline and each thread
-	// count apart, each from its own receipt; without, one count from the
-	// latest receipt of any kind but a thread's. Nothing read since
-	// joining counts from the join.
+	// The main timeline counts from the later of the unthreaded and the
+	// "main" receipt, each thread from the later of the unthreaded receipt
+	// and its own. With unread_thread_notifications the counts come apart;
+	// without, they add up to one. Only a room with threaded receipts
+	// needs the threads counted apart; in the others every bound is the
+	// same. Nothing read since joining counts from the join.
 	apart := req.Filter.Room.Timeline.UnreadThreadNotifications
 	bounds := map[int64]roomserver.SyncUnreadBounds{}
 	var summarise []int64
@@ -814,7 +816,7 @@ func (s *Service) readCounts(ctx context.Context, req *Request, joined []*roomWo
 		}
 		joinPos := w.m.StreamPos
 		b := roomserver.SyncUnreadBounds{Main: max(rp.Unthreaded, rp.Main, joinPos)}
-		if apart {
+		if apart || rp.Main > max(rp.Unthreaded, joinPos) || len(rp.Threads) > 0 {
 			b.ThreadsApart = true
 			b.Default = max(rp.Unthreaded, joinPos)
 			b.Threads = map[string]int64{}
@@ -843,6 +845,11 @@ func (s *Service) readCounts(ctx context.Context, req *Request, joined []*roomWo
 				r.UnreadThreadNotifications = map[string]*UnreadNotifications{}
 				for root, tc := range c.Threads {
 					r.UnreadThreadNotifications[root] = &UnreadNotifications{NotificationCount: tc[0], HighlightCount: tc[1]}
+				}
+			} else {
+				for _, tc := range c.Threads {
+					r.UnreadNotifications.NotificationCount += tc[0]
+					r.UnreadNotifications.HighlightCount += tc[1]
 				}
 			}
 		}
