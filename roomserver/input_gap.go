@@ -430,7 +430,11 @@ func (s *Service) markGaps(ctx context.Context, timelines map[int64]*SyncTimelin
 	if len(nids) == 0 {
 		return nil
 	}
-	q, args := storage.In(`SELECT DISTINCT ed.event_nid FROM event_edges ed LEFT JOIN events p ON p.event_id = ed.prev_event_id
+	// an event without a state before it (an out-of-band membership) is
+	// outside the room's history: no gap to report
+	q, args := storage.In(`SELECT DISTINCT ed.event_nid FROM event_edges ed
+		JOIN events e ON e.event_nid = ed.event_nid AND e.state_group_before IS NOT NULL
+		LEFT JOIN events p ON p.event_id = ed.prev_event_id
 		WHERE ed.event_nid IN ($IN) AND (p.event_nid IS NULL OR (p.outlier AND NOT p.rejected))`, 0, nids)
 	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
