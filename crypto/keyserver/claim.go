@@ -17,11 +17,12 @@ type ClaimResponse struct {
 }
 
 // claimOTK deletes and returns one one-time key in a single statement, so
-// that two claimers can never both get it. On Postgres, SKIP LOCKED lets a
+// that two claimers can never both get it: the oldest upload first, by key
+// ID within one upload. On Postgres, SKIP LOCKED lets a
 // concurrent claimer take the next key instead of finding its chosen row
 // gone after waiting for the lock (which would wrongly fall back).
 const claimOTK = `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 AND key_id = (
-	SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1%s
+	SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY uploaded_ts, key_id LIMIT 1%s
 ) RETURNING key_id, key_json`
 
 // Claim hands out one one-time key per requested device and algorithm,

@@ -7,6 +7,8 @@
 package keyserver
 
 import (
+	"time"
+
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -212,7 +214,7 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req Uploa
 				changed = true
 			}
 		}
-		if err := storeOneTimeKeys(ctx, tx, userID, deviceID, req.OneTimeKeys); err != nil {
+		if err := storeOneTimeKeys(ctx, tx, userID, deviceID, req.OneTimeKeys, time.Now().UnixMicro()); err != nil {
 			return err
 		}
 		if err := storeFallbackKeys(ctx, tx, userID, deviceID, req.FallbackKeys); err != nil {
@@ -232,10 +234,11 @@ func (s *Service) Upload(ctx context.Context, userID, deviceID string, req Uploa
 	return s.OneTimeKeyCounts(ctx, userID, deviceID)
 }
 
-// storeOneTimeKeys inserts keys in multi-row statements; a key ID that
-// already exists must come with the same key (a client retrying an upload
-// whose response it lost), anything else is refused.
-func storeOneTimeKeys(ctx context.Context, tx *storage.DB, userID, deviceID string, keys map[string]json.RawMessage) error {
+// storeOneTimeKeys inserts keys in multi-row statements, stamped with the
+// upload time (µs) that orders claims; a key ID that already exists must
+// come with the same key (a client retrying an upload whose response it
+// lost), anything else is refused.
+func storeOneTimeKeys(ctx context.Context, tx *storage.DB, userID, deviceID string, keys map[string]json.RawMessage, uploadedTS int64) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -248,15 +251,15 @@ func storeOneTimeKeys(ctx context.Context, tx *storage.DB, userID, deviceID stri
 	for start := 0; start < len(ids); start += chunk {
 		batch := ids[start:min(start+chunk, len(ids))]
 		var q strings.Builder
-		q.WriteString(`INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json) VALUES `)
-		args := []any{userID, deviceID}
+		q.WriteString(`INSERT INTO one_time_keys (user_id, device_id, algorithm, key_id, key_json, uploaded_ts) VALUES `)
+		args := []any{userID, deviceID, uploadedTS}
 		for i, full := range batch {
 			alg, id, _ := splitKeyID(full)
 			if i > 0 {
 				q.WriteByte(',')
 			}
 			n := len(args)
-			fmt.Fprintf(&q, "($1, $2, $%d, $%d, $%d)", n+1, n+2, n+3)
+			fmt.Fprintf(&q, "($1, $2, $%d, $%d, $%d, $3)", n+1, n+2, n+3)
 			args = append(args, alg, id, string(keys[full]))
 		}
 		q.WriteString(` ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING RETURNING algorithm, key_id`)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/tidwall/gjson"
@@ -189,6 +190,35 @@ func TestOneTimeAndFallbackKeys(t *testing.T) {
 		}
 		if id := claim(); id != "signed_curve25519:FB2" {
 			t.Fatalf("claim after new fallback = %q", id)
+		}
+	})
+}
+
+// One-time keys go out oldest upload first, whatever their IDs say: a
+// client that tops up its keys expects the older ones used first.
+func TestClaimsFollowUploadOrder(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := newService(t, db)
+		for _, batch := range []map[string]json.RawMessage{otks(2, 5), otks(2, 0)} {
+			if _, err := s.Upload(ctx, alice, "DEV1", UploadRequest{OneTimeKeys: batch}); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Millisecond) // distinct upload times
+		}
+		var got []string
+		for range 4 {
+			r, err := s.Claim(ctx, map[string]map[string]string{alice: {"DEV1": "signed_curve25519"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for id := range r.OneTimeKeys[alice]["DEV1"] {
+				got = append(got, id)
+			}
+		}
+		want := []string{"signed_curve25519:K0005", "signed_curve25519:K0006", "signed_curve25519:K0000", "signed_curve25519:K0001"}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("claims = %v, want the first upload's keys first: %v", got, want)
 		}
 	})
 }
