@@ -217,6 +217,9 @@ const maxBackfillRounds = 4
 // room whose earliest event is its create event is complete; an earliest
 // event already asked about is not asked again (in this process), so a
 // server with nothing more to give costs one request, not one per page.
+// A round where no server answered (all unreachable) is forgotten: the
+// next page asks again, else history would end for good at a partner's
+// outage.
 func (s *Service) backfillOlder(ctx context.Context, roomNID int64) bool {
 	if s.fed == nil {
 		return false
@@ -230,12 +233,22 @@ func (s *Service) backfillOlder(ctx context.Context, roomNID int64) bool {
 	if _, asked := s.fed.backfilled.LoadOrStore(earliestID, true); asked {
 		return false
 	}
+	answered := false
+	defer func() {
+		if !answered {
+			s.fed.backfilled.Delete(earliestID)
+		}
+	}()
 	room, err := s.roomInfo(ctx, s.db, roomID)
 	if err != nil {
 		return false
 	}
 	pdus, _, err := s.pdusByID(ctx, s.db, room, []string{earliestID})
-	if err != nil || pdus[earliestID] == nil || pdus[earliestID].Type() == spec.MRoomCreate || len(pdus[earliestID].PrevEventIDs()) == 0 {
+	if err != nil || pdus[earliestID] == nil {
+		return false
+	}
+	if pdus[earliestID].Type() == spec.MRoomCreate || len(pdus[earliestID].PrevEventIDs()) == 0 {
+		answered = true // the room's start: nothing to ask for
 		return false
 	}
 	servers, err := s.serversInRoom(ctx, room)
@@ -251,6 +264,7 @@ func (s *Service) backfillOlder(ctx context.Context, roomNID int64) bool {
 			slog.InfoContext(ctx, "backfill for /messages failed", "room_id", roomID, "server", srv, "err", err)
 			continue
 		}
+		answered = true
 		if n > 0 {
 			return true
 		}
