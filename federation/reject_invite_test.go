@@ -86,3 +86,46 @@ func gjsonKey(room id.RoomID) string {
 	}
 	return string(out)
 }
+
+// An invite into a room the invitee's server is already in still shows
+// the room's name and the inviter in the invitee's /sync (invite_state),
+// as an invite into a room the server does not know does.
+func TestInviteIntoResidentRoomShowsRoomState(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	hs2 := n.Server("hs2.test")
+	alice, bob, carol := n.Server("hs1.test").Register(t, "alice"), hs2.Register(t, "bob"), hs2.Register(t, "carol")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Befundbesprechung"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "carol's invite", func() bool {
+		resp, err := carol.SyncRequest(ctx, 0, "", "", false, "")
+		if err != nil {
+			return false
+		}
+		inv, ok := resp.Rooms.Invite[room]
+		if !ok {
+			return false
+		}
+		var name, inviter bool
+		for _, e := range inv.State.Events {
+			name = name || (e.Type.Type == "m.room.name" && e.Content.Raw["name"] == "Befundbesprechung")
+			inviter = inviter || (e.Type.Type == "m.room.member" && e.GetStateKey() == carol.UserID.String() && e.Sender == alice.UserID)
+		}
+		if !name || !inviter {
+			t.Logf("invite_state lacks the name (%v) or alice's invite (%v)", name, inviter)
+		}
+		return name && inviter
+	})
+}

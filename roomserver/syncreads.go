@@ -611,3 +611,36 @@ func (s *Service) SyncGroupsBefore(ctx context.Context, nids []int64) (map[int64
 	}
 	return out, rows.Err()
 }
+
+// SyncInviteState returns, per room, the current state an invitee may see
+// before joining (create, join rules, name, avatar, alias, encryption,
+// topic): for invites that reached us as events of a room we are in, which
+// carry no stripped state of their own.
+func (s *Service) SyncInviteState(ctx context.Context, roomNIDs []int64) (map[int64][]*StoredEvent, error) {
+	out := map[int64][]*StoredEvent{}
+	if len(roomNIDs) == 0 {
+		return out, nil
+	}
+	types := make([]string, len(strippedStateKeys))
+	for i, k := range strippedStateKeys {
+		types[i] = k.EventType
+	}
+	q, args := storage.In(`SELECT `+storedEventCols+`, cs.room_nid FROM current_state cs
+		JOIN events e ON e.event_nid = cs.event_nid JOIN rooms r ON r.room_nid = e.room_nid
+		WHERE cs.state_key = '' AND cs.room_nid IN ($IN)`, 0, roomNIDs)
+	tq, targs := storage.In(` AND cs.type IN ($IN)`, len(args), types)
+	rows, err := s.db.Query(ctx, q+tq, append(args, targs...)...)
+	if err != nil {
+		return nil, fmt.Errorf("read invite state: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var room int64
+		e, err := scanStoredEvent(rows, &room)
+		if err != nil {
+			return nil, err
+		}
+		out[room] = append(out[room], e)
+	}
+	return out, rows.Err()
+}

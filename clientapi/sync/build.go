@@ -895,12 +895,34 @@ func (s *Service) readInvites(ctx context.Context, req *Request, invites, knocks
 	if err != nil {
 		return err
 	}
+	// An invite that reached us as an event of a room we are in carries no
+	// stripped state: the room's current state stands in for it.
+	var bare []int64
+	for _, m := range invites {
+		if e := evs[m.EventNID]; e != nil && !gjson.GetBytes(e.JSON, "unsigned.invite_room_state").Exists() {
+			bare = append(bare, m.RoomNID)
+		}
+	}
+	current, err := s.rooms.SyncInviteState(ctx, bare)
+	if err != nil {
+		return err
+	}
 	for _, m := range invites {
 		if e := evs[m.EventNID]; e != nil && !req.ignored[e.Sender] {
 			if rooms.Invite == nil {
 				rooms.Invite = map[string]*InvitedRoom{}
 			}
-			rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: strippedState(e, "invite_room_state")}
+			st := strippedState(e, "invite_room_state")
+			if cs := current[m.RoomNID]; len(cs) > 0 {
+				// the current state, then the invite itself (last, in full)
+				self := st.Events[len(st.Events)-1]
+				st.Events = st.Events[:0]
+				for _, c := range cs {
+					st.Events = append(st.Events, strip(gjson.ParseBytes(c.JSON)))
+				}
+				st.Events = append(st.Events, self)
+			}
+			rooms.Invite[m.RoomID] = &InvitedRoom{InviteState: st}
 		}
 	}
 	for _, m := range knocks {

@@ -28,6 +28,7 @@ type Rooms interface {
 	SyncStateAt(ctx context.Context, groups []int64) (map[int64]map[roomserver.SyncStateKey]int64, error)
 	SyncEventsByNID(ctx context.Context, nids []int64) (map[int64]*roomserver.StoredEvent, error)
 	SyncGroupsBefore(ctx context.Context, nids []int64) (map[int64]int64, error)
+	SyncInviteState(ctx context.Context, roomNIDs []int64) (map[int64][]*roomserver.StoredEvent, error)
 	SyncStateChanges(ctx context.Context, ranges []roomserver.SyncRange) (map[int64][]roomserver.SyncStateKey, error)
 	SyncSummaries(ctx context.Context, userID string, roomNIDs []int64) (map[int64]*roomserver.SyncSummary, error)
 	SyncUnreadCounts(ctx context.Context, userID string, bounds map[int64]roomserver.SyncUnreadBounds) (map[int64]*roomserver.SyncUnread, error)
