@@ -226,3 +226,39 @@ func TestSyncHidesIgnoredUsers(t *testing.T) {
 		}
 	})
 }
+
+// MSC4102: an unthreaded and a threaded receipt of one user on one event
+// both reach /sync (the receipt map has room for one per user, so they
+// travel in separate m.receipt events, the unthreaded one first).
+func TestSyncKeepsUnthreadedAndThreadedReceiptOnOneEvent(t *testing.T) {
+	hstest.Each(t, func(t *testing.T, srv *hstest.Server) {
+		ctx := context.Background()
+		alice := srv.Register(t, "alice")
+		roomID := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		root := mustSend(t, alice, roomID, "root")
+		reply, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "reply",
+			"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.SendReceipt(ctx, roomID, reply.EventID, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.SendReceipt(ctx, roomID, reply.EventID, event.ReceiptTypeRead, map[string]string{"thread_id": string(root)}); err != nil {
+			t.Fatal(err)
+		}
+		var threads []string
+		for _, e := range room(syncRaw(t, alice, map[string]string{}), "join", roomID).Get("ephemeral.events").Array() {
+			if e.Get("type").String() != "m.receipt" {
+				continue
+			}
+			r := e.Get("content." + gjson.Escape(string(reply.EventID)) + ".m\\.read." + gjson.Escape(alice.UserID.String()))
+			if r.Exists() {
+				threads = append(threads, r.Get("thread_id").String())
+			}
+		}
+		if len(threads) != 2 || threads[0] != "" || threads[1] != string(root) {
+			t.Errorf("alice's receipts on the reply, by thread: %q; want the unthreaded one, then the thread's", threads)
+		}
+	})
+}

@@ -754,7 +754,7 @@ func (s *Service) readEphemeral(ctx context.Context, req *Request, works []*room
 				return err
 			}
 			for room, rs := range receipts {
-				byID[room].ephemeral = append(byID[room].ephemeral, receiptEvent(rs))
+				byID[room].ephemeral = append(byID[room].ephemeral, receiptEvents(rs)...)
 			}
 		}
 	}
@@ -763,27 +763,53 @@ func (s *Service) readEphemeral(ctx context.Context, req *Request, works []*room
 
 // receiptEvent renders one room's receipts as an m.receipt event:
 // event ID → receipt type → user ID → {ts, thread_id}.
-func receiptEvent(rs []ephemeral.Receipt) json.RawMessage {
-	content := map[string]map[string]map[string]map[string]any{}
+func receiptEvents(rs []ephemeral.Receipt) []json.RawMessage {
+	// One user may hold an unthreaded and threaded receipts of one type on
+	// the same event; the content map has room for one of them, so the
+	// others go into further m.receipt events (MSC4102), the unthreaded
+	// one first.
+	sort.SliceStable(rs, func(i, j int) bool { return rs[i].ThreadID == "" && rs[j].ThreadID != "" })
+	type contentMap = map[string]map[string]map[string]map[string]any
+	var layers []contentMap
 	for _, r := range rs {
-		byType := content[r.EventID]
-		if byType == nil {
-			byType = map[string]map[string]map[string]any{}
-			content[r.EventID] = byType
-		}
-		byUser := byType[r.Type]
-		if byUser == nil {
-			byUser = map[string]map[string]any{}
-			byType[r.Type] = byUser
-		}
 		info := map[string]any{"ts": r.TS}
 		if r.ThreadID != "" {
 			info["thread_id"] = r.ThreadID
 		}
-		byUser[r.UserID] = info
+		placed := false
+		for _, content := range layers {
+			if _, taken := content[r.EventID][r.Type][r.UserID]; !taken {
+				putReceipt(content, r, info)
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			content := contentMap{}
+			putReceipt(content, r, info)
+			layers = append(layers, content)
+		}
 	}
-	b, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
-	return b
+	out := make([]json.RawMessage, 0, len(layers))
+	for _, content := range layers {
+		b, _ := json.Marshal(map[string]any{"type": "m.receipt", "content": content})
+		out = append(out, b)
+	}
+	return out
+}
+
+func putReceipt(content map[string]map[string]map[string]map[string]any, r ephemeral.Receipt, info map[string]any) {
+	byType := content[r.EventID]
+	if byType == nil {
+		byType = map[string]map[string]map[string]any{}
+		content[r.EventID] = byType
+	}
+	byUser := byType[r.Type]
+	if byUser == nil {
+		byUser = map[string]map[string]any{}
+		byType[r.Type] = byUser
+	}
+	byUser[r.UserID] = info
 }
 
 // readCounts fills unread counts and summaries of the joined rooms in the
