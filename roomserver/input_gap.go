@@ -430,27 +430,15 @@ func (s *Service) markGaps(ctx context.Context, timelines map[int64]*SyncTimelin
 	if len(nids) == 0 {
 		return nil
 	}
-	// an event without a state before it (an out-of-band membership) is
-	// outside the room's history: no gap to report
-	q, args := storage.In(`SELECT DISTINCT ed.event_nid FROM event_edges ed
-		JOIN events e ON e.event_nid = ed.event_nid AND e.state_group_before IS NOT NULL
-		LEFT JOIN events p ON p.event_id = ed.prev_event_id
-		WHERE ed.event_nid IN ($IN) AND (p.event_nid IS NULL OR (p.outlier AND NOT p.rejected))`, 0, nids)
-	rows, err := s.db.Query(ctx, q, args...)
-	if err != nil {
-		return fmt.Errorf("find gaps: %w", err)
-	}
-	defer rows.Close()
 	gap := map[int64]bool{}
-	for rows.Next() {
-		var nid int64
-		if err := rows.Scan(&nid); err != nil {
+	// batches keep the parameter count far below SQLite's limit on an
+	// initial sync of many rooms
+	for len(nids) > 0 {
+		batch := nids[:min(len(nids), 500)]
+		nids = nids[len(batch):]
+		if err := s.findGaps(ctx, batch, gap); err != nil {
 			return err
 		}
-		gap[nid] = true
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("find gaps: %w", err)
 	}
 	for _, t := range timelines {
 		for i := len(t.Events) - 1; i >= 0; i-- {
@@ -476,4 +464,30 @@ func (s *Service) gapCurrent(ctx context.Context, tx *storage.DB, room *roomInfo
 		return nil, err
 	}
 	return s.authProvider(ctx, tx, room, merged, pdu)
+}
+
+// findGaps adds to gap the events among nids that follow a gap.
+func (s *Service) findGaps(ctx context.Context, nids []int64, gap map[int64]bool) error {
+	// an event without a state before it (an out-of-band membership) is
+	// outside the room's history: no gap to report
+	q, args := storage.In(`SELECT DISTINCT ed.event_nid FROM event_edges ed
+		JOIN events e ON e.event_nid = ed.event_nid AND e.state_group_before IS NOT NULL
+		LEFT JOIN events p ON p.event_id = ed.prev_event_id
+		WHERE ed.event_nid IN ($IN) AND (p.event_nid IS NULL OR (p.outlier AND NOT p.rejected))`, 0, nids)
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("find gaps: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var nid int64
+		if err := rows.Scan(&nid); err != nil {
+			return err
+		}
+		gap[nid] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find gaps: %w", err)
+	}
+	return nil
 }
