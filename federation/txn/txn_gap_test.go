@@ -124,6 +124,12 @@ func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 		if _, err := dave.JoinRoomByID(ctx, room); err != nil {
 			t.Fatal(err)
 		}
+		// more state than is fetched event by event: one /state
+		for i := 0; i < 25; i++ {
+			if _, err := alice.SendStateEvent(ctx, room, event.NewEventType("org.praxis.befund"), fmt.Sprint("k", i), map[string]any{"i": i}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for i := 0; i < 3; i++ {
 			if _, err := alice.SendText(ctx, room, fmt.Sprint("also lost ", i)); err != nil {
 				t.Fatal(err)
@@ -137,9 +143,17 @@ func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 	}
 	pdu := eventOn(t, hs1, room.String(), last.EventID.String())
 	remote := &txn.Remote{Client: hs2.Fed.Client, Verifier: hs2.Fed.Ring, Origin: "hs2.test", Destination: "hs1.test"}
-	outcome, err := hs2.Rooms.InputPDU(ctx, pdu, nothingMissing{remote})
+	nm := &nothingMissing{Remote: remote}
+	outcome, err := hs2.Rooms.InputPDU(ctx, pdu, nm)
 	if err != nil || outcome != roomserver.InputAccepted {
 		t.Fatalf("input with an empty get_missing_events: %v, %v; want accepted", outcome, err)
+	}
+	if nm.stateCalls != 1 {
+		t.Fatalf("%d /state requests for 27 missing state events, want 1", nm.stateCalls)
+	}
+	var befund map[string]any
+	if err := bob.StateEvent(ctx, room, event.NewEventType("org.praxis.befund"), "k24", &befund); err != nil || befund["i"] != float64(24) {
+		t.Fatalf("hs2's state k24 = %v (%v), want the one set inside the gap", befund, err)
 	}
 	var topic event.TopicEventContent
 	if err := bob.StateEvent(ctx, room, event.StateTopic, "", &topic); err != nil || topic.Topic != "Befund" {
@@ -172,10 +186,19 @@ func testGapBridgedWithStateIDs(t *testing.T, n *hstest.Network) {
 	n.SetDown("hs2.test", false)
 }
 
-// nothingMissing is a remote whose /get_missing_events returns nothing.
-type nothingMissing struct{ *txn.Remote }
+// nothingMissing is a remote whose /get_missing_events returns nothing;
+// it counts /state requests.
+type nothingMissing struct {
+	*txn.Remote
+	stateCalls int
+}
 
-func (nothingMissing) MissingEvents(context.Context, gomatrixserverlib.RoomVersion, string, []string, []string, int, int64) ([]gomatrixserverlib.PDU, error) {
+func (n *nothingMissing) State(ctx context.Context, v gomatrixserverlib.RoomVersion, roomID, eventID string) (state, chain []gomatrixserverlib.PDU, err error) {
+	n.stateCalls++
+	return n.Remote.State(ctx, v, roomID, eventID)
+}
+
+func (*nothingMissing) MissingEvents(context.Context, gomatrixserverlib.RoomVersion, string, []string, []string, int, int64) ([]gomatrixserverlib.PDU, error) {
 	return nil, nil
 }
 
