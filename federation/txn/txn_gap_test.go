@@ -264,3 +264,80 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// A remote's description of the state inside a gap is checked, not
+// trusted: a state event it names that fails the auth rules (a name set
+// by a member without the power to) is stored rejected and left out of
+// the state, while the event after the gap is accepted.
+func TestGapStateAuthChecked(t *testing.T) {
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testGapStateAuthChecked)
+}
+
+func testGapStateAuthChecked(t *testing.T, n *hstest.Network) {
+	ctx := context.Background()
+	_, hs1, hs2, alice, room := setup(t, n)
+	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
+	bob := "@bob:hs1.test"
+	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
+	if r := send(t, hs1, "hs2.test", "gap-join", join.JSON())[join.EventID()]; r.Error != "" {
+		t.Fatalf("join: %q", r.Error)
+	}
+	head, _, state := room.head()
+	empty := ""
+	forgedName := room.buildOn(head, "hs1.test", keyID, key, bob, "m.room.name", &empty, map[string]any{"name": "not bob's to set"})
+	lost := room.buildOn([]string{forgedName.EventID()}, "hs1.test", keyID, key, bob, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "lost"})
+	after := room.buildOn([]string{lost.EventID()}, "hs1.test", keyID, key, bob, "m.room.message", nil, map[string]any{"msgtype": "m.text", "body": "after"})
+
+	before := []string{forgedName.EventID()}
+	for k, id := range state {
+		if k != "m.room.name|" {
+			before = append(before, id)
+		}
+	}
+	remote := &craftedRemote{
+		events:   map[string]gomatrixserverlib.PDU{forgedName.EventID(): forgedName, lost.EventID(): lost},
+		stateIDs: map[string][]string{lost.EventID(): before},
+	}
+	outcome, err := hs2.Rooms.InputPDU(ctx, after, remote)
+	if err != nil || outcome != roomserver.InputAccepted {
+		t.Fatalf("event after the gap: %v, %v; want accepted", outcome, err)
+	}
+	if found, rejected, _, _ := stored(t, hs2, forgedName.EventID()); !found || !rejected {
+		t.Fatalf("forged name: stored=%v rejected=%v, want stored rejected", found, rejected)
+	}
+	if name := roomName(ctx, alice, mautrixRoom(room.roomID)); name == "not bob's to set" {
+		t.Fatalf("a rejected state event from the gap became the room's name")
+	}
+	if !inTimeline(t, hs2, after.EventID()) || inTimeline(t, hs2, lost.EventID()) {
+		t.Fatalf("want the event after the gap in the timeline and the missing one outside it")
+	}
+}
+
+// craftedRemote serves crafted events and state_ids answers.
+type craftedRemote struct {
+	events   map[string]gomatrixserverlib.PDU
+	stateIDs map[string][]string
+}
+
+func (c *craftedRemote) Event(_ context.Context, _ gomatrixserverlib.RoomVersion, id string) (gomatrixserverlib.PDU, error) {
+	if p, ok := c.events[id]; ok {
+		return p, nil
+	}
+	return nil, fmt.Errorf("no event %s", id)
+}
+
+func (c *craftedRemote) MissingEvents(context.Context, gomatrixserverlib.RoomVersion, string, []string, []string, int, int64) ([]gomatrixserverlib.PDU, error) {
+	return nil, nil
+}
+
+func (c *craftedRemote) StateIDs(_ context.Context, _, id string) ([]string, []string, error) {
+	ids, ok := c.stateIDs[id]
+	if !ok {
+		return nil, nil, fmt.Errorf("no state at %s", id)
+	}
+	return ids, nil, nil
+}
+
+func (c *craftedRemote) State(context.Context, gomatrixserverlib.RoomVersion, string, string) ([]gomatrixserverlib.PDU, []gomatrixserverlib.PDU, error) {
+	return nil, nil, fmt.Errorf("not served")
+}
