@@ -745,6 +745,23 @@ func copyState(m map[[2]string]int64) map[[2]string]int64 {
 	return out
 }
 
+// replaceCurrentState makes state the room's current state: a new full
+// state group, which current_state then mirrors. It returns the group.
+func (s *Service) replaceCurrentState(ctx context.Context, tx *storage.DB, room *roomInfo, state map[[2]string]int64) (int64, error) {
+	g, err := s.writeSnapshot(ctx, tx, room, state)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_nid = $1`, room.nid); err != nil {
+		return 0, fmt.Errorf("replace current state: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_nid, type, state_key, event_nid)
+		SELECT $1, type, state_key, event_nid FROM state_group_entries WHERE state_group = $2`, room.nid, g); err != nil {
+		return 0, fmt.Errorf("replace current state: %w", err)
+	}
+	return g, nil
+}
+
 // writeSnapshot writes a full state group.
 func (s *Service) writeSnapshot(ctx context.Context, tx *storage.DB, room *roomInfo, state map[[2]string]int64) (int64, error) {
 	var g int64
@@ -847,16 +864,9 @@ func (s *Service) persistFork(ctx context.Context, w *writer, pdu gomatrixserver
 		if err != nil {
 			return err
 		}
-		g, err := s.writeSnapshot(ctx, tx, room, newCurrent)
+		g, err := s.replaceCurrentState(ctx, tx, room, newCurrent)
 		if err != nil {
 			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_nid = $1`, room.nid); err != nil {
-			return fmt.Errorf("replace current state: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_nid, type, state_key, event_nid)
-			SELECT $1, type, state_key, event_nid FROM state_group_entries WHERE state_group = $2`, room.nid, g); err != nil {
-			return fmt.Errorf("replace current state: %w", err)
 		}
 		w.group, w.chainLen = g, 0
 		w.state = map[gomatrixserverlib.StateKeyTuple]stateEntry{}

@@ -350,16 +350,9 @@ func (s *Service) adoptGapState(ctx context.Context, w *writer, before map[[2]st
 	if equalState(merged, current) {
 		return nil
 	}
-	g, err := s.writeSnapshot(ctx, tx, room, merged)
+	g, err := s.replaceCurrentState(ctx, tx, room, merged)
 	if err != nil {
 		return err
-	}
-	if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_nid = $1`, room.nid); err != nil {
-		return fmt.Errorf("replace current state: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_nid, type, state_key, event_nid)
-		SELECT $1, type, state_key, event_nid FROM state_group_entries WHERE state_group = $2`, room.nid, g); err != nil {
-		return fmt.Errorf("replace current state: %w", err)
 	}
 	w.group, w.chainLen = g, 0
 	w.state = map[gomatrixserverlib.StateKeyTuple]stateEntry{}

@@ -852,16 +852,9 @@ func (s *Service) storeJoinedRoom(ctx context.Context, impl gomatrixserverlib.IR
 				members[*p.StateKey()], memberNID[*p.StateKey()] = m, nid
 			}
 		}
-		g, err := s.writeSnapshot(ctx, tx, room, snapshot)
+		g, err := s.replaceCurrentState(ctx, tx, room, snapshot)
 		if err != nil {
 			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_nid = $1`, room.nid); err != nil {
-			return fmt.Errorf("replace current state: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_nid, type, state_key, event_nid)
-			SELECT $1, type, state_key, event_nid FROM state_group_entries WHERE state_group = $2`, room.nid, g); err != nil {
-			return fmt.Errorf("replace current state: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM forward_extremities WHERE room_nid = $1`, room.nid); err != nil {
 			return fmt.Errorf("reset extremities: %w", err)

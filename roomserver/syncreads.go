@@ -180,14 +180,25 @@ type SyncStateKey struct{ Type, StateKey string }
 
 // SyncCurrentState returns the current state events of each room.
 func (s *Service) SyncCurrentState(ctx context.Context, roomNIDs []int64) (map[int64][]*StoredEvent, error) {
+	return s.syncCurrentState(ctx, roomNIDs, nil)
+}
+
+// syncCurrentState reads the current state events of each room, in
+// stream order; with types, only the events of those types with an empty
+// state key.
+func (s *Service) syncCurrentState(ctx context.Context, roomNIDs []int64, types []string) (map[int64][]*StoredEvent, error) {
 	out := map[int64][]*StoredEvent{}
 	if len(roomNIDs) == 0 {
 		return out, nil
 	}
 	q, args := storage.In(`SELECT `+storedEventCols+`, cs.room_nid FROM current_state cs
 		JOIN events e ON e.event_nid = cs.event_nid JOIN rooms r ON r.room_nid = cs.room_nid
-		WHERE cs.room_nid IN ($IN) ORDER BY cs.room_nid, e.stream_pos`, 0, roomNIDs)
-	rows, err := s.db.Query(ctx, q, args...)
+		WHERE cs.room_nid IN ($IN)`, 0, roomNIDs)
+	if len(types) > 0 {
+		tq, targs := storage.In(` AND cs.state_key = '' AND cs.type IN ($IN)`, len(args), types)
+		q, args = q+tq, append(args, targs...)
+	}
+	rows, err := s.db.Query(ctx, q+` ORDER BY cs.room_nid, e.stream_pos`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read current state: %w", err)
 	}
@@ -617,30 +628,9 @@ func (s *Service) SyncGroupsBefore(ctx context.Context, nids []int64) (map[int64
 // topic): for invites that reached us as events of a room we are in, which
 // carry no stripped state of their own.
 func (s *Service) SyncInviteState(ctx context.Context, roomNIDs []int64) (map[int64][]*StoredEvent, error) {
-	out := map[int64][]*StoredEvent{}
-	if len(roomNIDs) == 0 {
-		return out, nil
-	}
 	types := make([]string, len(strippedStateKeys))
 	for i, k := range strippedStateKeys {
 		types[i] = k.EventType
 	}
-	q, args := storage.In(`SELECT `+storedEventCols+`, cs.room_nid FROM current_state cs
-		JOIN events e ON e.event_nid = cs.event_nid JOIN rooms r ON r.room_nid = e.room_nid
-		WHERE cs.state_key = '' AND cs.room_nid IN ($IN)`, 0, roomNIDs)
-	tq, targs := storage.In(` AND cs.type IN ($IN)`, len(args), types)
-	rows, err := s.db.Query(ctx, q+tq, append(args, targs...)...)
-	if err != nil {
-		return nil, fmt.Errorf("read invite state: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var room int64
-		e, err := scanStoredEvent(rows, &room)
-		if err != nil {
-			return nil, err
-		}
-		out[room] = append(out[room], e)
-	}
-	return out, rows.Err()
+	return s.syncCurrentState(ctx, roomNIDs, types)
 }
