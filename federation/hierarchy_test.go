@@ -124,7 +124,9 @@ func testFederatedHierarchy(t *testing.T, n *hstest.Network) {
 	}
 
 	t.Run("direct requests", func(t *testing.T) {
-		path := func(room id.RoomID) string { return "/_matrix/federation/v1/hierarchy/" + url.PathEscape(room.String()) }
+		path := func(room id.RoomID) string {
+			return "/_matrix/federation/v1/hierarchy/" + url.PathEscape(room.String())
+		}
 		if status, body := hierarchyGet(t, n, nil, "hs1.test", path(space)); status != 401 || body.Get("errcode").Str != "M_UNAUTHORIZED" {
 			t.Errorf("unsigned: %d %s, want 401 M_UNAUTHORIZED", status, body.Get("errcode"))
 		}
@@ -227,4 +229,3 @@ func testFederatedHierarchy(t *testing.T, n *hstest.Network) {
 		}
 	})
 }
-

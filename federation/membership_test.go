@@ -2,7 +2,6 @@ package federation_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -214,53 +213,6 @@ func testJoinBackfillsHistory(t *testing.T, n *hstest.Network) {
 	for _, ev := range resp.Rooms.Join[room].Timeline.Events {
 		if ev.Type == event.EventMessage {
 			t.Fatalf("backfilled message %v in the initial sync timeline", ev.Content.Raw["body"])
-		}
-	}
-}
-
-// History longer than what a join backfills is fetched when /messages
-// reaches the start of what the server holds.
-func TestMessagesBackfillsOlderHistory(t *testing.T) {
-	ctx := context.Background()
-	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
-	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	const total = 160
-	for i := 0; i < total; i++ {
-		if _, err := alice.SendText(ctx, room, fmt.Sprint("m", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
-		t.Fatalf("join: %v", err)
-	}
-	var got []string
-	from := ""
-	for page := 0; page < 100; page++ {
-		resp, err := bob.Messages(ctx, room, from, "", mautrix.DirectionBackward, nil, 30)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ev := range resp.Chunk {
-			if ev.Type == event.EventMessage {
-				got = append(got, ev.Content.Raw["body"].(string))
-			}
-		}
-		if resp.End == "" {
-			break
-		}
-		from = resp.End
-	}
-	if len(got) != total {
-		t.Fatalf("bob paged through %d messages, want %d", len(got), total)
-	}
-	for i, body := range got {
-		if want := fmt.Sprint("m", total-1-i); body != want {
-			t.Fatalf("message %d is %q, want %q (newest first)", i, body, want)
 		}
 	}
 }
