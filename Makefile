@@ -17,8 +17,11 @@ build:
 run: build
 	$(BIN)/praxis --config $(DATA)/praxis.yaml
 
+# go vet, and every Go file formatted as gofmt writes it.
 vet:
 	$(GO) vet -tags $(TAGS) ./...
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$unformatted" ]; then echo "not gofmt-formatted (run gofmt -w):"; echo "$$unformatted"; exit 1; fi
 
 # go vet, then every test with the race detector. The PostgreSQL variants
 # run when PRAXIS_TEST_POSTGRES is set (.ci/run starts a cluster).
