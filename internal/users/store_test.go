@@ -583,3 +583,12 @@ func TestAuthenticateTouchesDevice(t *testing.T) {
 		}
 	})
 }
+
+// The timing equaliser for unknown users must cost what a real check
+// costs: a valid bcrypt hash at the default cost.
+func TestDummyHashHasTheDefaultCost(t *testing.T) {
+	cost, err := bcrypt.Cost([]byte(dummyHash))
+	if err != nil || cost != bcrypt.DefaultCost {
+		t.Fatalf("dummy hash cost = %d, %v; want %d", cost, err, bcrypt.DefaultCost)
+	}
+}
