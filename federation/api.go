@@ -36,6 +36,9 @@ type API struct {
 	Client fclient.FederationClient
 	// Txn processes inbound PUT /send transactions.
 	Txn TxnProcessor
+	// PartnerUp, if set, is told the origin of every signed request that
+	// succeeded: the partner is up, so the sender ends its backoff.
+	PartnerUp func(ctx context.Context, origin spec.ServerName)
 }
 
 // TxnProcessor runs an inbound transaction (federation/txn). The body is
@@ -84,6 +87,9 @@ func Authed[T any](a *API, fn func(r *http.Request, origin spec.ServerName) (T, 
 		if err != nil {
 			httputil.WriteError(w, r, err)
 			return
+		}
+		if a.PartnerUp != nil {
+			a.PartnerUp(r.Context(), origin)
 		}
 		httputil.WriteJSON(w, http.StatusOK, res)
 	})

@@ -11,6 +11,8 @@ package sender
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -33,10 +35,13 @@ const (
 	maxEDUs = 100
 )
 
-// Backoff bounds.
+// Backoff bounds. The cap is what a partner that was down for long waits
+// at most once it is back and has not yet sent us anything (a signed
+// request from it resets the backoff at once, see PartnerUp): five minutes
+// costs a dead partner twelve connection attempts an hour.
 const (
 	minBackoff = time.Second
-	maxBackoff = 10 * time.Minute
+	maxBackoff = 5 * time.Minute
 )
 
 // leaseFor is how long a process owns a destination between renewals.
@@ -68,10 +73,22 @@ type Sender struct {
 
 	lastDiscover time.Time
 
+	// presence: our users' presence changes go to the servers sharing a
+	// room with them (presence.enabled only).
+	presence bool
+
 	mu     sync.Mutex
 	busy   map[string]bool
 	wakeCh chan struct{}
+	// txns remembers per destination the batch last attempted and its
+	// transaction ID, so that a retry of the same batch carries the same
+	// ID (the receiver deduplicates it) while a different batch never
+	// does; txnSeq numbers this process's transactions.
+	txns   map[string]txnMemo
+	txnSeq uint64
 }
+
+type txnMemo struct{ batch, id string }
 
 // New returns a sender; Run starts it.
 func New(db *storage.DB, client fclient.FederationClient, allow Allowlist, notifier *streams.Notifier, serverName string) *Sender {
@@ -80,9 +97,13 @@ func New(db *storage.DB, client fclient.FederationClient, allow Allowlist, notif
 	return &Sender{
 		db: db, client: client, allow: allow, notifier: notifier, serverName: serverName,
 		owner: hex.EncodeToString(b), now: time.Now,
-		busy: map[string]bool{}, wakeCh: make(chan struct{}, 1),
+		busy: map[string]bool{}, wakeCh: make(chan struct{}, 1), txns: map[string]txnMemo{},
 	}
 }
+
+// SetPresence turns on sending our users' presence changes as m.presence
+// EDUs (presence.enabled).
+func (s *Sender) SetPresence(on bool) { s.presence = on }
 
 // SetACL installs the rooms' server ACL check: events of a room whose ACL
 // denies a destination are not sent to it.
@@ -353,8 +374,9 @@ func (s *Sender) deliver(ctx context.Context, dest string) error {
 			}
 			return nil
 		}
+		txnID := s.txnID(dest, pdus, eduNIDs)
 		txn := gomatrixserverlib.Transaction{
-			TransactionID:  gomatrixserverlib.TransactionID(fmt.Sprintf("%d-%d-%d", sentPos, lastPos, firstOr(eduNIDs))),
+			TransactionID:  gomatrixserverlib.TransactionID(txnID),
 			Origin:         spec.ServerName(s.serverName),
 			Destination:    spec.ServerName(dest),
 			OriginServerTS: spec.AsTimestamp(s.now()),
@@ -393,16 +415,65 @@ func (s *Sender) deliver(ctx context.Context, dest string) error {
 		}); err != nil {
 			return fmt.Errorf("record delivery to %s: %w", dest, err)
 		}
+		s.mu.Lock()
+		delete(s.txns, dest)
+		s.mu.Unlock()
 		slog.DebugContext(ctx, "transaction delivered", "destination", dest, "pdus", len(pdus), "edus", len(edus), "pos", lastPos)
 	}
 	return ctx.Err()
 }
 
-func firstOr(v []int64) int64 {
-	if len(v) == 0 {
-		return 0
+// txnID names the transaction carrying pdus and the EDUs eduNIDs to dest.
+// The receiver drops a transaction whose (origin, ID) it has seen, so an
+// ID must never name two different batches: IDs derived from positions
+// and EDU numbers did (SQLite hands out a deleted EDU's number again once
+// the queue is empty, and to-device EDUs take no stream position), and a
+// partner silently dropped the next to-device message. The ID is this
+// process's random owner ID and a sequence number, kept while the same
+// batch is retried.
+func (s *Sender) txnID(dest string, pdus []json.RawMessage, eduNIDs []int64) string {
+	h := sha256.New()
+	for _, p := range pdus {
+		h.Write(p)
+		h.Write([]byte{0})
 	}
-	return v[0]
+	for _, n := range eduNIDs {
+		fmt.Fprintf(h, "%d,", n)
+	}
+	batch := string(h.Sum(nil))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, ok := s.txns[dest]; ok && m.batch == batch {
+		return m.id
+	}
+	s.txnSeq++
+	id := fmt.Sprintf("%s.%d", s.owner, s.txnSeq)
+	s.txns[dest] = txnMemo{batch: batch, id: id}
+	return id
+}
+
+// PartnerUp is told that a signed request from server has just succeeded:
+// the partner is evidently up, so a backoff towards it is over. The
+// persisted backoff is cleared (every process on the database sees it:
+// the one holding server's lease retries on its next round, within its
+// two-second tick) and this process's sender wakes at once. It costs one
+// primary-key read when server is not backing off.
+func (s *Sender) PartnerUp(ctx context.Context, server string) {
+	if server == s.serverName || strings.HasPrefix(server, "!") {
+		return
+	}
+	var failures, retryAt int64
+	err := s.db.QueryRow(ctx, `SELECT failures, retry_at_ts FROM federation_destinations WHERE server_name = $1`, server).
+		Scan(&failures, &retryAt)
+	if err != nil || (failures == 0 && retryAt == 0) {
+		return // no row (nothing ever queued for it) or not backing off
+	}
+	if _, err := s.db.Exec(ctx, `UPDATE federation_destinations SET failures = 0, retry_at_ts = 0 WHERE server_name = $1`, server); err != nil {
+		slog.WarnContext(ctx, "reset destination backoff", "destination", server, "err", err)
+		return
+	}
+	slog.InfoContext(ctx, "federation partner is reachable again: retrying now", "destination", server, "failures", failures)
+	s.Wake()
 }
 
 // backoff records a failure: the next attempt waits 1s, 2s, 4s, … up to
@@ -536,9 +607,10 @@ func (s *Sender) QueueEDU(ctx context.Context, tx *storage.DB, dest, eduType str
 	return nil
 }
 
-// tailEDUs turns our users' typing and receipt changes on the stream into
-// EDUs for the other servers of the room. One process does this at a
-// time (the tailer row's lease); its position survives restarts.
+// tailEDUs turns our users' typing, receipt and (presence.enabled)
+// presence changes on the stream into EDUs for the other servers of the
+// room. One process does this at a time (the tailer row's lease); its
+// position survives restarts.
 func (s *Sender) tailEDUs(ctx context.Context) error {
 	head := s.notifier.Position()
 	if _, err := s.db.Exec(ctx, `INSERT INTO federation_destinations (server_name, sent_pos) VALUES ($1, $2) ON CONFLICT (server_name) DO NOTHING`,
@@ -598,7 +670,23 @@ func (s *Sender) tailEDUs(ctx context.Context) error {
 		out = append(out, edu{room, "m.receipt", c})
 	}
 	rows.Close()
+	var presence map[string][]json.RawMessage // destination → push entries
+	if s.presence {
+		if presence, err = s.presenceEDUs(ctx, from, head); err != nil {
+			return err
+		}
+	}
 	return s.db.Transact(ctx, func(tx *storage.DB) error {
+		for dest, push := range presence {
+			for len(push) > 0 {
+				n := min(len(push), maxPresencePush)
+				c, _ := json.Marshal(map[string]any{"push": push[:n]})
+				if err := s.QueueEDU(ctx, tx, dest, "m.presence", c); err != nil {
+					return err
+				}
+				push = push[n:]
+			}
+		}
 		for _, e := range out {
 			servers, err := s.roomServers(ctx, tx, e.room)
 			if err != nil {
@@ -637,4 +725,97 @@ func (s *Sender) roomServers(ctx context.Context, db *storage.DB, roomID string)
 		}
 	}
 	return out, rows.Err()
+}
+
+// maxPresencePush bounds the users of one m.presence EDU.
+const maxPresencePush = 100
+
+// presenceEDUs renders our users' presence changes in (from, upto] as
+// m.presence push entries for every remote server that shares a joined
+// room with the user under a server ACL that admits it. A user whose
+// presence changed twice in the window appears once, as it is now.
+func (s *Sender) presenceEDUs(ctx context.Context, from, upto int64) (map[string][]json.RawMessage, error) {
+	rows, err := s.db.Query(ctx, `SELECT user_id, presence, status_msg, last_active_ts FROM presence
+		WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3 ORDER BY stream_pos`, from, upto, "%:"+s.serverName)
+	if err != nil {
+		return nil, fmt.Errorf("tail presence: %w", err)
+	}
+	type change struct {
+		user  string
+		entry json.RawMessage
+	}
+	var changes []change
+	now := s.now().UnixMilli()
+	for rows.Next() {
+		var user, presence string
+		var msg sql.NullString
+		var lastActive int64
+		if err := rows.Scan(&user, &presence, &msg, &lastActive); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		e := map[string]any{
+			"user_id":          user,
+			"presence":         presence,
+			"last_active_ago":  max(0, now-lastActive),
+			"currently_active": presence == "online",
+		}
+		if msg.String != "" {
+			e["status_msg"] = msg.String
+		}
+		js, _ := json.Marshal(e)
+		changes = append(changes, change{user, js})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := map[string][]json.RawMessage{}
+	acl := map[[2]string]bool{} // (room, server) → admitted, for this round
+	for _, c := range changes {
+		rs, err := s.db.Query(ctx, `SELECT r.room_id, m.user_id FROM room_members u
+			JOIN room_members m ON m.room_nid = u.room_nid AND m.membership = 'join'
+			JOIN rooms r ON r.room_nid = u.room_nid
+			WHERE u.user_id = $1 AND u.membership = 'join' AND m.user_id NOT LIKE $2`, c.user, "%:"+s.serverName)
+		if err != nil {
+			return nil, fmt.Errorf("servers sharing a room with %s: %w", c.user, err)
+		}
+		var pairs [][2]string
+		for rs.Next() {
+			var room, member string
+			if err := rs.Scan(&room, &member); err != nil {
+				rs.Close()
+				return nil, err
+			}
+			if _, server, _ := strings.Cut(member, ":"); server != "" && server != s.serverName {
+				pairs = append(pairs, [2]string{room, server})
+			}
+		}
+		rs.Close()
+		if err := rs.Err(); err != nil {
+			return nil, err
+		}
+		sent := map[string]bool{}
+		for _, p := range pairs {
+			server := p[1]
+			if sent[server] {
+				continue
+			}
+			ok, seen := acl[p]
+			if !seen {
+				ok = true
+				if s.acl != nil {
+					if ok, err = s.acl(ctx, p[0], server); err != nil {
+						return nil, err
+					}
+				}
+				acl[p] = ok
+			}
+			if ok {
+				sent[server] = true
+				out[server] = append(out[server], c.entry)
+			}
+		}
+	}
+	return out, nil
 }

@@ -25,9 +25,11 @@ func TestBackoff(t *testing.T) {
 		{1, time.Second},
 		{2, 2 * time.Second},
 		{5, 16 * time.Second},
-		{10, 512 * time.Second},
-		{11, 10 * time.Minute},
-		{1000, 10 * time.Minute},
+		{9, 256 * time.Second},
+		// a partner down for an hour is retried within five minutes of
+		// its return even when it sends us nothing
+		{10, 5 * time.Minute},
+		{1000, 5 * time.Minute},
 	} {
 		if got := sender.Backoff(tc.failures); got != tc.want {
 			t.Errorf("Backoff(%d) = %v, want %v", tc.failures, got, tc.want)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"praxis/clientapi/auth"
 	"praxis/federation"
@@ -71,6 +73,10 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 	f.Txn = txn.New(s.DB, s.Rooms, ring, client, allow, cfg.ServerName)
 	f.Txn.HandleEDU("m.typing", txn.TypingHandler(eph, s.Rooms))
 	f.Txn.HandleEDU("m.receipt", txn.ReceiptHandler(eph, s.Rooms))
+	if cfg.Presence.Enabled {
+		// off by default: who is online when is health-adjacent data
+		f.Txn.HandleEDU("m.presence", txn.PresenceHandler(s.DB, s.Users, s.Rooms, cfg.ServerName, time.Now))
+	}
 	f.API.Txn = f.Txn
 	f.API.Routes(s.fedMux)
 	// Federated media: ours served to partners, theirs fetched for our
@@ -96,6 +102,8 @@ func (s *Server) setupFederation(ctx, bgCtx context.Context, opts Options, eph *
 	})
 	f.Sender = sender.New(s.DB, client, allow, s.Notifier, cfg.ServerName)
 	f.Sender.SetACL(s.Rooms.ServerAllowedByACL)
+	f.Sender.SetPresence(cfg.Presence.Enabled)
+	f.API.PartnerUp = func(ctx context.Context, origin spec.ServerName) { f.Sender.PartnerUp(ctx, string(origin)) }
 	s.Fed = f
 	// Always running: the allowlist may open at runtime, and with no
 	// remote members a round is two cheap queries.

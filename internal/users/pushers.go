@@ -92,7 +92,15 @@ const presenceActivityEvery = time.Minute
 // change a stream position (which wakes /sync) when either differs from
 // what is stored.
 func (s *Service) SetPresence(ctx context.Context, userID, presence, statusMsg string) error {
-	return s.updatePresence(ctx, userID, presence, &statusMsg)
+	return s.updatePresence(ctx, userID, presence, &statusMsg, s.now().UnixMilli())
+}
+
+// SetRemotePresence records the presence of another server's user as its
+// m.presence EDU reports it (last active at lastActiveTS on our clock).
+// A change takes a stream position like a local one, so /sync shows it
+// to the user's room mates here.
+func (s *Service) SetRemotePresence(ctx context.Context, userID, presence, statusMsg string, lastActiveTS int64) error {
+	return s.updatePresence(ctx, userID, presence, &statusMsg, lastActiveTS)
 }
 
 // TouchPresence records that userID is active with the given presence
@@ -106,11 +114,12 @@ func (s *Service) TouchPresence(ctx context.Context, userID, presence string) er
 	if p != nil && p.Presence == presence && s.now().UnixMilli()-p.LastActiveTS < presenceActivityEvery.Milliseconds() {
 		return nil
 	}
-	return s.updatePresence(ctx, userID, presence, nil)
+	return s.updatePresence(ctx, userID, presence, nil, s.now().UnixMilli())
 }
 
-// updatePresence writes a presence; statusMsg nil keeps the stored one.
-func (s *Service) updatePresence(ctx context.Context, userID, presence string, statusMsg *string) error {
+// updatePresence writes a presence active at now (unix ms); statusMsg nil
+// keeps the stored one.
+func (s *Service) updatePresence(ctx context.Context, userID, presence string, statusMsg *string, now int64) error {
 	return s.db.Transact(ctx, func(tx *storage.DB) error {
 		var oldPresence string
 		var oldMsg sql.NullString
@@ -127,7 +136,6 @@ func (s *Service) updatePresence(ctx context.Context, userID, presence string, s
 		if msg != "" {
 			msgArg = msg
 		}
-		now := s.now().UnixMilli()
 		if exists && oldPresence == presence && oldMsg.String == msg {
 			// activity only: no stream position, nobody to wake
 			if _, err := tx.Exec(ctx, `UPDATE presence SET last_active_ts = $2 WHERE user_id = $1`, userID, now); err != nil {
