@@ -567,8 +567,9 @@ func (a *API) updateDevice(r *http.Request, dev *users.Device) (*empty, error) {
 	}
 	if req.DisplayName != nil && a.Keys != nil {
 		// Other users see device names in /keys/query; a rename is a
-		// device-list change for everyone who shares a room.
-		if err := a.Keys.MarkDeviceListChanged(r.Context(), dev.UserID); err != nil {
+		// device-list change for everyone who shares a room, partners'
+		// users included (so it names the device).
+		if err := a.Keys.MarkDeviceChanged(r.Context(), dev.UserID, id); err != nil {
 			return nil, err
 		}
 	}

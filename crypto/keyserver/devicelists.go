@@ -139,3 +139,22 @@ func (s *Service) MarkDeviceListChanged(ctx context.Context, userIDs ...string) 
 	s.publish(pos)
 	return nil
 }
+
+// MarkDeviceChanged records that one device of a local user changed
+// without a key upload (a rename: other users see device names in
+// /keys/query). The change names the device, so federation sends its
+// partners an m.device_list_update for it; a change of the user as a
+// whole would go out only as a cross-signing update.
+func (s *Service) MarkDeviceChanged(ctx context.Context, userID, deviceID string) error {
+	var pos int64
+	err := s.db.Transact(ctx, func(tx *storage.DB) error {
+		var err error
+		pos, err = markChanged(ctx, tx, change{userID: userID, deviceID: deviceID})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.publish(pos)
+	return nil
+}
