@@ -816,6 +816,16 @@ func (s *Service) persistFork(ctx context.Context, w *writer, pdu gomatrixserver
 	var stateKey, relatesTo, relType any
 	if sk := pdu.StateKey(); sk != nil {
 		stateKey = *sk
+		// what it replaces on its own branch, as persist does on the head
+		if old, ok := before[[2]string{pdu.Type(), *sk}]; ok && !gjson.GetBytes(pdu.Unsigned(), "replaces_state").Exists() {
+			olds, err := s.loadPDUs(ctx, tx, room, []int64{old})
+			if err != nil {
+				return err
+			}
+			if err := setReplacedState(pdu, olds[old]); err != nil {
+				return err
+			}
+		}
 	}
 	if rel := gjson.GetBytes(pdu.Content(), `m\.relates_to`); rel.IsObject() {
 		if id := rel.Get("event_id"); id.Type == gjson.String {

@@ -390,6 +390,18 @@ func (w *writer) persist(ctx context.Context, pdu gomatrixserverlib.PDU, txnDevi
 		after = newGroup
 		w.chainLen = chain
 	}
+	if sk != nil && !gjson.GetBytes(pdu.Unsigned(), "replaces_state").Exists() {
+		// Events we did not build here (received over federation, our
+		// join through send_join) carry no unsigned part; clients still
+		// want the state they replace, e.g. a join's invite (is_direct).
+		key := gomatrixserverlib.StateKeyTuple{EventType: pdu.Type(), StateKey: *sk}
+		if err := w.load(ctx, []gomatrixserverlib.StateKeyTuple{key}); err != nil {
+			return 0, err
+		}
+		if err := setReplacedState(pdu, w.state[key].pdu); err != nil {
+			return 0, err
+		}
+	}
 	var relatesTo, relType, txnDev, txnIDv any
 	if rel := gjson.GetBytes(pdu.Content(), `m\.relates_to`); rel.IsObject() {
 		if id := rel.Get("event_id"); id.Type == gjson.String {
@@ -610,6 +622,22 @@ func (w *writer) assignPositions(ctx context.Context) error {
 	}
 	if err != nil {
 		return fmt.Errorf("assign stream positions: %w", err)
+	}
+	return nil
+}
+
+// setReplacedState records in pdu's unsigned part the state event old it
+// replaces (nil: none), as build does for our own events.
+func setReplacedState(pdu, old gomatrixserverlib.PDU) error {
+	if old == nil || old.EventID() == pdu.EventID() {
+		return nil
+	}
+	for k, v := range map[string]any{
+		"prev_content": json.RawMessage(old.Content()), "replaces_state": old.EventID(), "prev_sender": string(old.SenderID()),
+	} {
+		if err := pdu.SetUnsignedField(k, v); err != nil {
+			return fmt.Errorf("unsigned %s of %s: %w", k, pdu.EventID(), err)
+		}
 	}
 	return nil
 }
