@@ -117,9 +117,13 @@ func (s *Service) MakeMembership(ctx context.Context, origin, roomID, userID, me
 	}
 	if membership == spec.Join {
 		// a restricted room: vouch for the user if one of their rooms
-		// grants access, as a resident server does
+		// grants access, or say why we cannot (restricted.go)
+		old, err := w.membership(ctx, userID)
+		if err != nil {
+			return "", nil, err
+		}
 		content := map[string]any{"membership": membership}
-		if err := s.authoriseRestrictedJoin(ctx, w, userID, "", content); err != nil {
+		if err := s.authoriseRestrictedJoin(ctx, w, userID, old, content); err != nil {
 			return "", nil, err
 		}
 		pe.Content = mustJSON(content)
@@ -184,9 +188,14 @@ func (s *Service) SendMembership(ctx context.Context, origin, roomID, eventID, m
 		return nil, s.federationOff()
 	}
 	if membership == spec.Join {
-		// A restricted join we vouched for in make_join carries our
-		// signature too (the auth rules check the authorising server's).
-		if via := gjson.GetBytes(pdu.Content(), "join_authorised_via_users_server").String(); via != "" && s.isLocal(via) {
+		// A restricted join naming one of our users carries our signature
+		// too (the auth rules then check only that user's power) — after
+		// the same judgement as make_join, on our state now: the template
+		// binds nothing, and the user may have left the allowed room since.
+		if via := gjson.GetBytes(pdu.Content(), "join_authorised_via_users_server"); via.Exists() && s.isLocal(via.String()) {
+			if err := s.checkVouchedJoin(ctx, room, string(pdu.SenderID())); err != nil {
+				return nil, err
+			}
 			pdu = pdu.Sign(s.serverName, gomatrixserverlib.KeyID(s.key.KeyID), s.key.PrivateKey)
 		}
 	}
@@ -498,8 +507,9 @@ func (s *Service) storeOutOfBand(ctx context.Context, tx *storage.DB, room *room
 
 // JoinVia joins a room by ID or alias: locally when this server is in the
 // room, else over federation through the given servers (via /
-// server_name), the room's and alias's own server and, for an invite,
-// the inviter's server — only partners on the allowlist.
+// server_name), the alias's own server and, for an invite, the inviter's
+// server — or, when none of these is known, the room ID's server; only
+// partners on the allowlist.
 func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason string, via []string) (string, error) {
 	roomID := roomIDOrAlias
 	if strings.HasPrefix(roomIDOrAlias, "#") {
@@ -537,7 +547,26 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 			return "", err
 		}
 		if ok || s.fed == nil {
-			return s.Join(ctx, userID, roomID, reason)
+			joined, err := s.Join(ctx, userID, roomID, reason)
+			if err == nil || s.fed == nil || !joinViaOtherServer(err) {
+				return joined, err
+			}
+			// A restricted room we cannot vouch for our own user in: a
+			// resident server that can may (make_join fails over too).
+			servers, serr := s.serversInRoom(ctx, room)
+			if serr != nil {
+				return "", serr
+			}
+			slog.InfoContext(ctx, "restricted join goes through another server", "room_id", roomID, "user_id", userID, "reason", err.Error())
+			via = append(via, servers...)
+			joined, rerr := s.joinVia(ctx, userID, roomID, reason, via)
+			var he *httputil.Error
+			if rerr == nil || (errors.As(rerr, &he) && he.Status == http.StatusForbidden) {
+				return joined, rerr
+			}
+			// no server could: to our client that is a refusal
+			errors.As(err, &he)
+			return "", httputil.Forbidden(he.Message)
 		}
 		// an invite tells us where the room lives
 		if inviter, err := s.outOfBandSender(ctx, room, userID); err == nil && inviter != "" {
@@ -546,9 +575,19 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 	} else if s.fed == nil {
 		return "", err
 	}
-	if srv := serverOfID(roomID); srv != "" {
+	if srv := serverOfID(roomID); srv != "" && len(via) == 0 {
+		// Room IDs are opaque: the server that created the room is only a
+		// last guess when nobody said where the room lives. Given servers
+		// are not second-guessed (a restricted room's vouching server is
+		// the joiner's choice).
 		via = append(via, srv)
 	}
+	return s.joinVia(ctx, userID, roomID, reason, via)
+}
+
+// joinVia tries a remote join through each server of via in turn, until
+// one succeeds or refuses with 403.
+func (s *Service) joinVia(ctx context.Context, userID, roomID, reason string, via []string) (string, error) {
 	var tried []string
 	var lastErr error
 	for _, srv := range via {
@@ -654,6 +693,13 @@ func (s *Service) joinRemote(ctx context.Context, server, roomID, userID, reason
 		// a restricted join comes back signed by the resident server too
 		if ev, err := impl.NewEventFromUntrustedJSON(sent.Event); err == nil && ev.EventID() == join.EventID() {
 			join = ev
+		}
+	}
+	if room, err := s.roomInfo(ctx, s.db, roomID); err == nil {
+		if ok, err := s.resident(ctx, room); err != nil {
+			return err
+		} else if ok {
+			return s.inputResidentJoin(ctx, server, join)
 		}
 	}
 	state, chain, err := s.checkJoinState(ctx, impl, roomID, rawList(sent.StateEvents), rawList(sent.AuthEvents))

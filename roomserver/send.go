@@ -53,6 +53,12 @@ func (s *Service) Send(ctx context.Context, req SendRequest) (string, error) {
 		return s.Redact(ctx, RedactRequest{RoomID: req.RoomID, Sender: req.Sender, EventID: target,
 			Reason: gjson.GetBytes(req.Content, "reason").String(), TxnDevice: req.TxnDevice, TxnID: req.TxnID})
 	}
+	if req.Type == spec.MRoomMember {
+		// Only the server names a restricted join's authoriser
+		// (restricted.go); one a client wrote in would make other servers
+		// demand a signature nobody gave, and refuse the event.
+		req.Content = stripAuthoriser(req.Content)
+	}
 	room, err := s.roomInfo(ctx, s.db, req.RoomID)
 	if err != nil {
 		return "", err
