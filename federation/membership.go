@@ -27,6 +27,8 @@ type RoomAuthority interface {
 	MissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int, minDepth int64) ([]json.RawMessage, error)
 	BackfillEvents(ctx context.Context, roomID string, from []string, limit int) ([]json.RawMessage, error)
 	TimestampToEventForServer(ctx context.Context, roomID string, ts int64, backward bool) (string, int64, error)
+	// ServerAllowedByACL applies the room's m.room.server_acl (acl.go).
+	ServerAllowedByACL(ctx context.Context, roomID, server string) (bool, error)
 }
 
 // Rooms serves the membership handshakes and room reads of the
@@ -44,22 +46,22 @@ type Rooms struct {
 // Routes mounts the endpoints.
 func (f *Rooms) Routes(mux *http.ServeMux) {
 	const v1, v2 = "/_matrix/federation/v1", "/_matrix/federation/v2"
-	mux.Handle("GET "+v1+"/make_join/{roomId}/{userId}", Authed(f.API, f.makeJoin))
-	mux.Handle("PUT "+v2+"/send_join/{roomId}/{eventId}", Authed(f.API, f.sendJoin))
-	mux.Handle("PUT "+v1+"/send_join/{roomId}/{eventId}", Authed(f.API, v1Pair(f.sendJoin)))
-	mux.Handle("GET "+v1+"/make_leave/{roomId}/{userId}", Authed(f.API, f.makeLeave))
-	mux.Handle("PUT "+v2+"/send_leave/{roomId}/{eventId}", Authed(f.API, f.sendLeave))
-	mux.Handle("PUT "+v1+"/send_leave/{roomId}/{eventId}", Authed(f.API, v1Pair(f.sendLeave)))
-	mux.Handle("GET "+v1+"/make_knock/{roomId}/{userId}", Authed(f.API, f.makeKnock))
-	mux.Handle("PUT "+v1+"/send_knock/{roomId}/{eventId}", Authed(f.API, f.sendKnock))
-	mux.Handle("PUT "+v2+"/invite/{roomId}/{eventId}", Authed(f.API, f.invite))
+	mux.Handle("GET "+v1+"/make_join/{roomId}/{userId}", Authed(f.API, aclChecked(f, f.makeJoin)))
+	mux.Handle("PUT "+v2+"/send_join/{roomId}/{eventId}", Authed(f.API, aclChecked(f, f.sendJoin)))
+	mux.Handle("PUT "+v1+"/send_join/{roomId}/{eventId}", Authed(f.API, aclChecked(f, v1Pair(f.sendJoin))))
+	mux.Handle("GET "+v1+"/make_leave/{roomId}/{userId}", Authed(f.API, aclChecked(f, f.makeLeave)))
+	mux.Handle("PUT "+v2+"/send_leave/{roomId}/{eventId}", Authed(f.API, aclChecked(f, f.sendLeave)))
+	mux.Handle("PUT "+v1+"/send_leave/{roomId}/{eventId}", Authed(f.API, aclChecked(f, v1Pair(f.sendLeave))))
+	mux.Handle("GET "+v1+"/make_knock/{roomId}/{userId}", Authed(f.API, aclChecked(f, f.makeKnock)))
+	mux.Handle("PUT "+v1+"/send_knock/{roomId}/{eventId}", Authed(f.API, aclChecked(f, f.sendKnock)))
+	mux.Handle("PUT "+v2+"/invite/{roomId}/{eventId}", Authed(f.API, aclChecked(f, f.invite)))
 
 	mux.Handle("GET "+v1+"/event/{eventId}", Authed(f.API, f.event))
-	mux.Handle("GET "+v1+"/state/{roomId}", Authed(f.API, f.state))
-	mux.Handle("GET "+v1+"/state_ids/{roomId}", Authed(f.API, f.stateIDs))
-	mux.Handle("GET "+v1+"/event_auth/{roomId}/{eventId}", Authed(f.API, f.eventAuth))
-	mux.Handle("POST "+v1+"/get_missing_events/{roomId}", Authed(f.API, f.getMissingEvents))
-	mux.Handle("GET "+v1+"/backfill/{roomId}", Authed(f.API, f.backfill))
+	mux.Handle("GET "+v1+"/state/{roomId}", Authed(f.API, aclChecked(f, f.state)))
+	mux.Handle("GET "+v1+"/state_ids/{roomId}", Authed(f.API, aclChecked(f, f.stateIDs)))
+	mux.Handle("GET "+v1+"/event_auth/{roomId}/{eventId}", Authed(f.API, aclChecked(f, f.eventAuth)))
+	mux.Handle("POST "+v1+"/get_missing_events/{roomId}", Authed(f.API, aclChecked(f, f.getMissingEvents)))
+	mux.Handle("GET "+v1+"/backfill/{roomId}", Authed(f.API, aclChecked(f, f.backfill)))
 	mux.Handle("GET "+v1+"/timestamp_to_event/{roomId}", Authed(f.API, f.timestampToEvent))
 
 	mux.Handle("GET "+v1+"/query/profile", Authed(f.API, f.queryProfile))

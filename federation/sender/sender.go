@@ -24,6 +24,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"praxis/internal/storage"
 	"praxis/internal/streams"
@@ -553,7 +554,10 @@ func (s *Sender) pendingPDUs(ctx context.Context, dest string, sentPos, head int
 				}
 				allowed[rooms[i]] = ok
 			}
-			if ok {
+			// The ACL event itself still reaches the servers it denies:
+			// they learn why their events go unheard (and of a later
+			// ACL that admits them again).
+			if ok || isServerACL(js) {
 				kept = append(kept, js)
 			}
 		}
@@ -563,6 +567,11 @@ func (s *Sender) pendingPDUs(ctx context.Context, dest string, sentPos, head int
 		last = max(last, head)
 	}
 	return out, last, nil
+}
+
+// isServerACL reports whether an event is a room's m.room.server_acl.
+func isServerACL(js json.RawMessage) bool {
+	return gjson.GetBytes(js, "type").String() == "m.room.server_acl" && gjson.GetBytes(js, "state_key").String() == ""
 }
 
 func (s *Sender) pendingEDUs(ctx context.Context, dest string) ([]gomatrixserverlib.EDU, []int64, error) {
@@ -730,28 +739,121 @@ func (s *Sender) roomServers(ctx context.Context, db *storage.DB, roomID string)
 // maxPresencePush bounds the users of one m.presence EDU.
 const maxPresencePush = 100
 
-// presenceEDUs renders our users' presence changes in (from, upto] as
-// m.presence push entries for every remote server that shares a joined
-// room with the user under a server ACL that admits it. A user whose
-// presence changed twice in the window appears once, as it is now.
+// presenceEDUs renders m.presence push entries, per destination, for the
+// window (from, upto]: a user of ours whose presence changed goes to every
+// remote server sharing a joined room with them; and when someone joins a
+// room, the joiner's server learns the current presence of our members
+// there (or, when the joiner is ours, the room's servers learn theirs) —
+// otherwise a new room mate would see nothing until the next change. Only
+// servers a room's ACL admits through that room count. A user appears
+// once per destination, as their presence is now.
 func (s *Sender) presenceEDUs(ctx context.Context, from, upto int64) (map[string][]json.RawMessage, error) {
-	rows, err := s.db.Query(ctx, `SELECT user_id, presence, status_msg, last_active_ts FROM presence
-		WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3 ORDER BY stream_pos`, from, upto, "%:"+s.serverName)
+	local := "%:" + s.serverName
+	targets := map[string]map[string]bool{} // our user → destinations
+	add := func(user, server string) {
+		if targets[user] == nil {
+			targets[user] = map[string]bool{}
+		}
+		targets[user][server] = true
+	}
+	acl := map[[2]string]bool{} // (room, server) → admitted, for this round
+	admitted := func(room, server string) (bool, error) {
+		ok, seen := acl[[2]string{room, server}]
+		if !seen {
+			ok = true
+			if s.acl != nil {
+				var err error
+				if ok, err = s.acl(ctx, room, server); err != nil {
+					return false, err
+				}
+			}
+			acl[[2]string{room, server}] = ok
+		}
+		return ok, nil
+	}
+
+	changed, err := s.userList(ctx, `SELECT user_id FROM presence WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3`,
+		from, upto, local)
 	if err != nil {
 		return nil, fmt.Errorf("tail presence: %w", err)
 	}
-	type change struct {
-		user  string
-		entry json.RawMessage
+	for _, user := range changed {
+		pairs, err := s.pairs(ctx, `SELECT r.room_id, m.user_id FROM room_members u
+			JOIN room_members m ON m.room_nid = u.room_nid AND m.membership = 'join'
+			JOIN rooms r ON r.room_nid = u.room_nid
+			WHERE u.user_id = $1 AND u.membership = 'join' AND m.user_id NOT LIKE $2`, user, local)
+		if err != nil {
+			return nil, fmt.Errorf("servers sharing a room with %s: %w", user, err)
+		}
+		for _, p := range pairs {
+			server := serverOf(p[1])
+			if server == "" || targets[user][server] {
+				continue
+			}
+			if ok, err := admitted(p[0], server); err != nil {
+				return nil, err
+			} else if ok {
+				add(user, server)
+			}
+		}
 	}
-	var changes []change
+
+	// joins in the window (a member's position also moves on a profile
+	// change; re-sending a presence then is harmless)
+	joins, err := s.pairs(ctx, `SELECT r.room_id, m.user_id FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+		WHERE m.stream_pos > $1 AND m.stream_pos <= $2 AND m.membership = 'join'`, from, upto)
+	if err != nil {
+		return nil, fmt.Errorf("tail joins for presence: %w", err)
+	}
+	for _, j := range joins {
+		room, joiner := j[0], j[1]
+		members, err := s.pairs(ctx, `SELECT r.room_id, m.user_id FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+			WHERE r.room_id = $1 AND m.membership = 'join' AND m.user_id <> $2`, room, joiner)
+		if err != nil {
+			return nil, fmt.Errorf("members of %s: %w", room, err)
+		}
+		joinerServer := serverOf(joiner)
+		for _, m := range members {
+			mServer := serverOf(m[1])
+			switch {
+			case joinerServer == s.serverName && mServer != s.serverName && mServer != "":
+				// our user joined: the room's servers learn their presence
+				if ok, err := admitted(room, mServer); err != nil {
+					return nil, err
+				} else if ok {
+					add(joiner, mServer)
+				}
+			case joinerServer != s.serverName && joinerServer != "" && mServer == s.serverName:
+				// another server's user joined: it learns our members'
+				if ok, err := admitted(room, joinerServer); err != nil {
+					return nil, err
+				} else if ok {
+					add(m[1], joinerServer)
+				}
+			}
+		}
+	}
+	if len(targets) == 0 {
+		return nil, nil
+	}
+
+	users := make([]string, 0, len(targets))
+	for u := range targets {
+		users = append(users, u)
+	}
+	q, args := storage.In(`SELECT user_id, presence, status_msg, last_active_ts FROM presence WHERE user_id IN ($IN)`, 0, users)
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read presence: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]json.RawMessage{}
 	now := s.now().UnixMilli()
 	for rows.Next() {
 		var user, presence string
 		var msg sql.NullString
 		var lastActive int64
 		if err := rows.Scan(&user, &presence, &msg, &lastActive); err != nil {
-			rows.Close()
 			return nil, err
 		}
 		e := map[string]any{
@@ -764,58 +866,51 @@ func (s *Sender) presenceEDUs(ctx context.Context, from, upto int64) (map[string
 			e["status_msg"] = msg.String
 		}
 		js, _ := json.Marshal(e)
-		changes = append(changes, change{user, js})
+		for server := range targets[user] {
+			out[server] = append(out[server], js)
+		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
+	return out, rows.Err()
+}
+
+// userList runs a query returning one user ID a row.
+func (s *Sender) userList(ctx context.Context, q string, args ...any) ([]string, error) {
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
 		return nil, err
 	}
-	out := map[string][]json.RawMessage{}
-	acl := map[[2]string]bool{} // (room, server) → admitted, for this round
-	for _, c := range changes {
-		rs, err := s.db.Query(ctx, `SELECT r.room_id, m.user_id FROM room_members u
-			JOIN room_members m ON m.room_nid = u.room_nid AND m.membership = 'join'
-			JOIN rooms r ON r.room_nid = u.room_nid
-			WHERE u.user_id = $1 AND u.membership = 'join' AND m.user_id NOT LIKE $2`, c.user, "%:"+s.serverName)
-		if err != nil {
-			return nil, fmt.Errorf("servers sharing a room with %s: %w", c.user, err)
-		}
-		var pairs [][2]string
-		for rs.Next() {
-			var room, member string
-			if err := rs.Scan(&room, &member); err != nil {
-				rs.Close()
-				return nil, err
-			}
-			if _, server, _ := strings.Cut(member, ":"); server != "" && server != s.serverName {
-				pairs = append(pairs, [2]string{room, server})
-			}
-		}
-		rs.Close()
-		if err := rs.Err(); err != nil {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
 			return nil, err
 		}
-		sent := map[string]bool{}
-		for _, p := range pairs {
-			server := p[1]
-			if sent[server] {
-				continue
-			}
-			ok, seen := acl[p]
-			if !seen {
-				ok = true
-				if s.acl != nil {
-					if ok, err = s.acl(ctx, p[0], server); err != nil {
-						return nil, err
-					}
-				}
-				acl[p] = ok
-			}
-			if ok {
-				sent[server] = true
-				out[server] = append(out[server], c.entry)
-			}
-		}
+		out = append(out, u)
 	}
-	return out, nil
+	return out, rows.Err()
+}
+
+// pairs runs a query returning (room ID, user ID) rows.
+func (s *Sender) pairs(ctx context.Context, q string, args ...any) ([][2]string, error) {
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][2]string
+	for rows.Next() {
+		var p [2]string
+		if err := rows.Scan(&p[0], &p[1]); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// serverOf returns the server name of a user ID ("" if it has none).
+func serverOf(userID string) string {
+	_, server, _ := strings.Cut(userID, ":")
+	return server
 }
