@@ -100,6 +100,15 @@ func TestRestrictedJoinOverFederation(t *testing.T) {
 			t.Fatalf("bob's join authorised via %v, want %s", got, alice.UserID)
 		}
 
+		// A profile change is a join→join too: the authoriser of the
+		// first join does not carry over.
+		if err := bob.SetDisplayName(ctx, "Robert"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "hs1 to accept bob's new display name", func() bool {
+			return memberContent(alice, room, bob.UserID)["displayname"] == "Robert"
+		})
+
 		// A join→join with a made-up authoriser: the server drops the
 		// key, so hs1 accepts the event (it would demand a signature from
 		// the server of "unused" otherwise, and then every later

@@ -358,6 +358,9 @@ func (s *Service) PropagateProfile(ctx context.Context, userID, displayName, ava
 			delete(content, "displayname")
 			delete(content, "avatar_url")
 			delete(content, "reason")
+			// A restricted join's authoriser vouched for that join only;
+			// kept, it would demand that server's signature on this one.
+			delete(content, "join_authorised_via_users_server")
 			setProfile(content, displayName, avatarURL)
 			if string(mustJSON(content)) == string(canonical(old.Content())) {
 				return nil
