@@ -126,6 +126,60 @@ func testPresenceFederates(t *testing.T, n *hstest.Network) {
 	}
 }
 
+// A new room mate on the partner learns the current presence of the
+// members already there without waiting for their next change, and they
+// learn the newcomer's.
+func TestPresenceOnJoin(t *testing.T) {
+	eachPresenceNetwork(t, map[string]bool{"hs1.test": true, "hs2.test": true}, func(t *testing.T, n *hstest.Network) {
+		ctx := context.Background()
+		hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
+		alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
+		for _, c := range []*mautrix.Client{alice, bob} {
+			if err := c.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "vor dem Beitritt"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// both changes are past each sender's EDU tail (sent to nobody:
+		// no room is shared yet) before the join
+		for _, srv := range []*hstest.Server{hs1, hs2} {
+			head, err := srv.DB.StreamHead(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the EDU tail past the presence change", func() bool {
+				var pos int64
+				srv.DB.QueryRow(ctx, `SELECT sent_pos FROM federation_destinations WHERE server_name = '!edu-tailer'`).Scan(&pos)
+				return pos >= head
+			})
+		}
+		sharedRoom(t, alice, bob)
+		for _, tc := range []struct {
+			name   string
+			viewer *mautrix.Client
+			of     id.UserID
+		}{
+			{"the joiner sees the member already there", bob, alice.UserID},
+			{"the member sees the joiner", alice, bob.UserID},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				since := ""
+				var got map[string]any
+				waitFor(t, "the presence on the partner", func() bool {
+					resp, err := tc.viewer.SyncRequest(ctx, 0, since, "", false, event.PresenceUnavailable)
+					if err != nil {
+						return false
+					}
+					since = resp.NextBatch
+					if p := presenceIn(resp, tc.of); p != nil {
+						got = p
+					}
+					return got != nil && got["presence"] == "unavailable" && got["status_msg"] == "vor dem Beitritt"
+				})
+			})
+		}
+	})
+}
+
 // With presence.enabled off (the default) on either side, nothing
 // crosses: the sender sends no m.presence, the receiver stores none.
 func TestPresenceStaysHomeWhenDisabled(t *testing.T) {

@@ -87,7 +87,22 @@ type Sender struct {
 	// does; txnSeq numbers this process's transactions.
 	txns   map[string]txnMemo
 	txnSeq uint64
+	// joinPresence holds presence owed to servers whose user just joined
+	// one of our rooms, sent once joinPresenceDelay has passed.
+	joinPresence []owedPresence
 }
+
+type owedPresence struct {
+	at     time.Time
+	server string
+	user   string
+}
+
+// joinPresenceDelay is how long presence for a server whose user joined
+// through us waits: that server persists the room only once our send_join
+// answer is back, and it refuses presence about users it shares no room
+// with, so presence sent at once could arrive too early.
+const joinPresenceDelay = 3 * time.Second
 
 type txnMemo struct{ batch, id string }
 
@@ -634,7 +649,7 @@ func (s *Sender) tailEDUs(ctx context.Context) error {
 	if err := s.db.QueryRow(ctx, `SELECT sent_pos FROM federation_destinations WHERE server_name = $1`, tailerRow).Scan(&from); err != nil {
 		return fmt.Errorf("read EDU tailer: %w", err)
 	}
-	if from >= head {
+	if from >= head && !s.presenceOwed() {
 		return nil
 	}
 	local := "%:" + s.serverName
@@ -756,6 +771,7 @@ func (s *Sender) presenceEDUs(ctx context.Context, from, upto int64) (map[string
 		}
 		targets[user][server] = true
 	}
+	var owed []owedPresence
 	acl := map[[2]string]bool{} // (room, server) → admitted, for this round
 	admitted := func(room, server string) (bool, error) {
 		ok, seen := acl[[2]string{room, server}]
@@ -825,14 +841,26 @@ func (s *Sender) presenceEDUs(ctx context.Context, from, upto int64) (map[string
 				}
 			case joinerServer != s.serverName && joinerServer != "" && mServer == s.serverName:
 				// another server's user joined: it learns our members'
+				// (once it has had time to persist the room)
 				if ok, err := admitted(room, joinerServer); err != nil {
 					return nil, err
 				} else if ok {
-					add(m[1], joinerServer)
+					owed = append(owed, owedPresence{at: s.now().Add(joinPresenceDelay), server: joinerServer, user: m[1]})
 				}
 			}
 		}
 	}
+	s.mu.Lock()
+	kept := s.joinPresence[:0]
+	for _, o := range s.joinPresence {
+		if s.now().Before(o.at) {
+			kept = append(kept, o)
+		} else {
+			add(o.user, o.server)
+		}
+	}
+	s.joinPresence = append(kept, owed...)
+	s.mu.Unlock()
 	if len(targets) == 0 {
 		return nil, nil
 	}
@@ -871,6 +899,18 @@ func (s *Sender) presenceEDUs(ctx context.Context, from, upto int64) (map[string
 		}
 	}
 	return out, rows.Err()
+}
+
+// presenceOwed reports whether join presence is due.
+func (s *Sender) presenceOwed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.joinPresence {
+		if !s.now().Before(o.at) {
+			return true
+		}
+	}
+	return false
 }
 
 // userList runs a query returning one user ID a row.
