@@ -194,3 +194,70 @@ func testRemoteInviteRescinded(t *testing.T, n *hstest.Network) {
 		})
 	}
 }
+
+// A room bob's server holds the state of but has left (bob, its only
+// member there, was banned) still takes the events about bob the
+// ordinary way: the unban reaches hs2, so a new invite is not refused as
+// "membership is ban" and bob can join again (Complement
+// TestUnbanViaInvite). An invite into such a room reaches hs2 out of
+// band, and its withdrawal by the inviter is taken like one into a room
+// hs2 never saw.
+func TestRemoteMembershipAfterLeaving(t *testing.T) {
+	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, testRemoteMembershipAfterLeaving)
+}
+
+func testRemoteMembershipAfterLeaving(t *testing.T, n *hstest.Network) {
+	ctx := context.Background()
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	inSection := func(section string) func() bool {
+		return func() bool { return syncJSON(t, bob, "").Get("rooms." + section + "." + gjsonKey(room)).Exists() }
+	}
+
+	if _, err := alice.BanUser(ctx, room, &mautrix.ReqBanUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("ban: %v", err)
+	}
+	waitFor(t, "bob to see the ban", inSection("leave"))
+	if _, err := alice.UnbanUser(ctx, room, &mautrix.ReqUnbanUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("unban: %v", err)
+	}
+	waitFor(t, "hs2 to take the unban", func() bool {
+		m := memberEvent(syncJSON(t, bob, "").Get("rooms.leave."+gjsonKey(room)), bob.UserID)
+		return m.Get("content.membership").String() == "leave" && m.Get("unsigned.prev_content.membership").String() == "ban"
+	})
+
+	for _, step := range []struct {
+		name string
+		do   func() error
+		want string // section of bob's /sync afterwards
+	}{
+		{"re-invite after the unban", func() error {
+			_, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID})
+			return err
+		}, "invite"},
+		{"the inviter withdraws it", func() error {
+			_, err := alice.KickUser(ctx, room, &mautrix.ReqKickUser{UserID: bob.UserID})
+			return err
+		}, "leave"},
+		{"invited again", func() error {
+			_, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID})
+			return err
+		}, "invite"},
+		{"bob joins", func() error {
+			_, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}})
+			return err
+		}, "join"},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+		waitFor(t, step.name+": room under "+step.want+" in bob's /sync", inSection(step.want))
+	}
+}

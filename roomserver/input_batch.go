@@ -15,12 +15,13 @@ import (
 // messages, the common case — is checked and persisted in a single
 // transaction (one commit, one fsync, instead of one per event); every
 // other event goes through InputPDU on its own. The results are in the
-// order of pdus. A room this server is not in takes only an inviter's
-// withdrawal of an invite (input_outofband.go).
+// order of pdus. A room this server is not in takes events one by one,
+// and without its state only an inviter's withdrawal of an invite
+// (input_outofband.go).
 func (s *Service) InputPDUs(ctx context.Context, pdus []gomatrixserverlib.PDU, remote RemoteEvents) ([]InputOutcome, []error) {
 	if len(pdus) > 0 {
 		if room, err := s.roomInfo(ctx, s.db, pdus[0].RoomID().String()); err == nil {
-			if outcomes, errs, ok := s.inputNotResident(ctx, room, pdus); ok {
+			if outcomes, errs, ok := s.inputNotResident(ctx, room, pdus, remote); ok {
 				return outcomes, errs
 			}
 		}
