@@ -46,15 +46,30 @@ func (s *Service) DeviceListChanges(ctx context.Context, userID string, since, u
 		return nil, nil, err
 	}
 	// New room-mates: someone joined a room userID is in, or userID joined
-	// a room with others in it.
-	rows, err = s.db.Query(ctx, `SELECT DISTINCT o.user_id FROM room_members me JOIN room_members o ON o.room_nid = me.room_nid
+	// a room with others in it — then userID too, for their other devices,
+	// which now have new users to share keys with.
+	rows, err = s.db.Query(ctx, `SELECT DISTINCT o.user_id, me.stream_pos > $2 AND me.stream_pos <= $3
+		FROM room_members me JOIN room_members o ON o.room_nid = me.room_nid
 		WHERE me.user_id = $1 AND me.membership = 'join' AND o.membership = 'join' AND o.user_id <> $1
 		AND ((o.stream_pos > $2 AND o.stream_pos <= $3) OR (me.stream_pos > $2 AND me.stream_pos <= $3))`, userID, since, upto)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read new room-mates of %s: %w", userID, err)
 	}
-	if err := collect(rows, changedSet); err != nil {
-		return nil, nil, err
+	for rows.Next() {
+		var mate string
+		var iJoined bool
+		if err := rows.Scan(&mate, &iJoined); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("read new room-mates of %s: %w", userID, err)
+		}
+		changedSet[mate] = true
+		if iJoined && since > 0 {
+			changedSet[userID] = true
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read new room-mates of %s: %w", userID, err)
 	}
 	// Former room-mates: someone left a room userID is in, or userID left
 	// a room others are still in; kept only if no joined room is shared.

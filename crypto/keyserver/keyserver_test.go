@@ -404,6 +404,12 @@ func TestDeviceListChanges(t *testing.T) {
 		if fmt.Sprint(changed) != "[@carol:hs.test]" {
 			t.Fatalf("after carol joined: changed=%v", changed)
 		}
+		// ...and carol herself is listed for carol: her other devices now
+		// have alice and bob to share keys with.
+		changed, _, _ = s.DeviceListChanges(ctx, carol, from, head)
+		if fmt.Sprint(changed) != "[@alice:hs.test @bob:hs.test @carol:hs.test]" {
+			t.Fatalf("carol after joining: changed=%v, want alice, bob and herself", changed)
+		}
 		// bob leaves: he no longer shares a room with alice.
 		from = head
 		member(1, bob, "leave")
