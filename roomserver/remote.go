@@ -561,8 +561,17 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 			via = append(via, servers...)
 			joined, rerr := s.joinVia(ctx, userID, roomID, reason, via)
 			var he *httputil.Error
-			if rerr == nil || (errors.As(rerr, &he) && he.Status == http.StatusForbidden) {
-				return joined, rerr
+			if rerr == nil {
+				return joined, nil
+			}
+			// Asking elsewhere took a round trip, in which the events that
+			// let us vouch (a power level change, the user's join of an
+			// allowed room) may have reached us: judge once more.
+			if joined, err2 := s.Join(ctx, userID, roomID, reason); err2 == nil || !joinViaOtherServer(err2) {
+				return joined, err2
+			}
+			if errors.As(rerr, &he) && he.Status == http.StatusForbidden {
+				return "", rerr
 			}
 			// no server could: to our client that is a refusal
 			errors.As(err, &he)
