@@ -211,6 +211,21 @@ func (s *Service) InputPDU(ctx context.Context, pdu gomatrixserverlib.PDU, remot
 		if err != nil {
 			return err
 		}
+		// The same event may have been stored while we fetched what it
+		// needs (it came from two servers at once, or a join we made
+		// through another server raced that server's transaction): under
+		// the room lock, look again.
+		again, err := s.knownEvents(ctx, tx, []string{pdu.EventID()})
+		if err != nil {
+			return err
+		}
+		if k, ok := again[pdu.EventID()]; ok && (!k.outlier || k.rejected) {
+			outcome = InputDuplicate
+			if k.rejected {
+				outcome = InputRejected
+			}
+			return nil
+		}
 		needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{pdu}).Tuples()
 		needed = append(needed, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomCreate})
 		if err := w.load(ctx, needed); err != nil {
