@@ -2,8 +2,12 @@ package clientapi
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+
+	"github.com/tidwall/gjson"
 
 	"praxis/internal/httputil"
 	"praxis/internal/users"
@@ -55,6 +59,9 @@ func (a *API) createRoom(r *http.Request, dev *users.Device) (*createRoomRespons
 	if err != nil {
 		return nil, err
 	}
+	if gjson.GetBytes(req.CreationContent, "predecessor.room_id").Exists() {
+		a.carryPushRule(r.Context(), dev.UserID, res.RoomID) // an upgrade by hand
+	}
 	return &createRoomResponse{RoomID: res.RoomID, RoomAlias: res.Alias}, nil
 }
 
@@ -88,7 +95,26 @@ func (a *API) join(r *http.Request, dev *users.Device, target string) (*roomIDRe
 	if err != nil {
 		return nil, err
 	}
+	a.carryPushRule(r.Context(), dev.UserID, roomID)
 	return &roomIDResponse{RoomID: roomID}, nil
+}
+
+// carryPushRule copies the caller's room push rule of an upgraded room's
+// predecessor to the room they have just joined (the upgrader, by
+// creating it), so that muting survives an upgrade. Best effort: the join
+// has happened either way.
+func (a *API) carryPushRule(ctx context.Context, userID, roomID string) {
+	create, err := a.Rooms.RoomStateEvent(ctx, userID, roomID, "m.room.create", "")
+	if err != nil {
+		return
+	}
+	old := gjson.GetBytes(create.JSON, "content.predecessor.room_id").String()
+	if old == "" {
+		return
+	}
+	if err := a.Users.CopyRoomPushRule(ctx, userID, old, roomID); err != nil {
+		slog.WarnContext(ctx, "carry push rule to upgraded room", "room_id", roomID, "err", err)
+	}
 }
 
 // knock serves POST /_matrix/client/v3/knock/{roomIdOrAlias}.
@@ -320,6 +346,7 @@ func (a *API) upgradeRoom(r *http.Request, dev *users.Device) (*upgradeRoomRespo
 	if err != nil {
 		return nil, err
 	}
+	a.carryPushRule(r.Context(), dev.UserID, id)
 	return &upgradeRoomResponse{ReplacementRoom: id}, nil
 }
 

@@ -378,3 +378,29 @@ func (s *Service) publishPushRules(ctx context.Context, tx *storage.DB, userID s
 	}
 	return s.putAccountData(ctx, tx, userID, "", PushRulesType, b)
 }
+
+// CopyRoomPushRule gives toRoom the room push rule userID has for
+// fromRoom (a room upgraded into toRoom), so that a muted room stays
+// muted after an upgrade. A rule the user already set for toRoom wins.
+func (s *Service) CopyRoomPushRule(ctx context.Context, userID, fromRoom, toRoom string) error {
+	old, err := s.PushRule(ctx, userID, "room", fromRoom)
+	if errors.Is(err, ErrPushRuleNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := s.PushRule(ctx, userID, "room", toRoom); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrPushRuleNotFound) {
+		return err
+	}
+	rule := PushRule{RuleID: toRoom, Enabled: old.Enabled, Actions: old.Actions}
+	if err := s.PutPushRule(ctx, userID, "room", rule, "", ""); err != nil {
+		return err
+	}
+	if !old.Enabled {
+		return s.SetPushRuleEnabled(ctx, userID, "room", toRoom, false)
+	}
+	return nil
+}
