@@ -3,13 +3,17 @@ package roomserver
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"praxis/internal/httputil"
 	"praxis/internal/storage"
@@ -81,7 +85,58 @@ func (s *Service) DeleteAlias(ctx context.Context, userID string, isAdmin bool, 
 	if _, err := s.db.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias); err != nil {
 		return fmt.Errorf("delete alias: %w", err)
 	}
+	s.dropFromCanonicalAlias(ctx, userID, roomID, alias)
 	return nil
+}
+
+// dropFromCanonicalAlias takes a deleted alias out of the room's
+// m.room.canonical_alias (alias and alt_aliases), sent as the user who
+// deleted it when they may change that state: otherwise clients keep
+// showing, and trying, a name that no longer resolves. Best effort: the
+// alias is gone either way.
+func (s *Service) dropFromCanonicalAlias(ctx context.Context, userID, roomID, alias string) {
+	current, err := s.CurrentState(ctx, roomID)
+	if err != nil {
+		return
+	}
+	nid, ok := current[[2]string{spec.MRoomCanonicalAlias, ""}]
+	if !ok {
+		return
+	}
+	evs, err := s.EventsByNID(ctx, []int64{nid})
+	if err != nil || len(evs) == 0 {
+		return
+	}
+	var content map[string]any
+	if json.Unmarshal([]byte(gjson.GetBytes(evs[0].JSON, "content").Raw), &content) != nil {
+		return
+	}
+	changed := false
+	if content["alias"] == alias {
+		delete(content, "alias")
+		changed = true
+	}
+	if alts, ok := content["alt_aliases"].([]any); ok {
+		kept := slices.DeleteFunc(slices.Clone(alts), func(a any) bool { return a == alias })
+		if len(kept) != len(alts) {
+			changed = true
+			if len(kept) == 0 {
+				delete(content, "alt_aliases")
+			} else {
+				content["alt_aliases"] = kept
+			}
+		}
+	}
+	if !changed {
+		return
+	}
+	if ok, err := s.canSendState(ctx, roomID, userID, spec.MRoomCanonicalAlias); err != nil || !ok {
+		return
+	}
+	empty := ""
+	if _, err := s.Send(ctx, SendRequest{RoomID: roomID, Sender: userID, Type: spec.MRoomCanonicalAlias, StateKey: &empty, Content: mustJSON(content)}); err != nil {
+		slog.WarnContext(ctx, "drop deleted alias from the canonical alias", "room_id", roomID, "err", err)
+	}
 }
 
 // SetPublished lists a room in (or removes it from) the local room
