@@ -21,6 +21,12 @@ type groupCommitter struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	once   sync.Once
+
+	// The savepoint statements, prepared once: every caller runs two of
+	// them, and a statement without arguments would otherwise be compiled
+	// anew each time (sqlite3_exec).
+	prepOnce                       sync.Once
+	savepoint, release, rollbackTo *sql.Stmt
 }
 
 type groupReq struct {
@@ -74,6 +80,11 @@ func (g *groupCommitter) close() {
 	g.once.Do(func() {
 		close(g.stop)
 		g.wg.Wait()
+		for _, st := range []*sql.Stmt{g.savepoint, g.release, g.rollbackTo} {
+			if st != nil {
+				st.Close()
+			}
+		}
 	})
 }
 
@@ -109,6 +120,8 @@ func (g *groupCommitter) loop() {
 }
 
 func (g *groupCommitter) commit(batch []*groupReq) {
+	// before the transaction: it holds the only write connection
+	g.prepare()
 	sqlTx, err := g.shared.write.BeginTx(context.Background(), nil)
 	if err != nil {
 		for _, r := range batch {
@@ -141,10 +154,43 @@ func (g *groupCommitter) commit(batch []*groupReq) {
 	}
 }
 
+// prepare prepares the savepoint statements on the write pool (outside any
+// transaction: SQLite's pool has one write connection); on failure they
+// stay nil and runOne sends the SQL text instead.
+func (g *groupCommitter) prepare() {
+	g.prepOnce.Do(func() {
+		bg := context.Background()
+		var err error
+		prep := func(q string) *sql.Stmt {
+			if err != nil {
+				return nil
+			}
+			var st *sql.Stmt
+			st, err = g.shared.write.PrepareContext(bg, q)
+			return st
+		}
+		sp, rel, rb := prep(`SAVEPOINT praxis_caller`), prep(`RELEASE praxis_caller`), prep(`ROLLBACK TO praxis_caller`)
+		if err == nil {
+			g.savepoint, g.release, g.rollbackTo = sp, rel, rb
+		}
+	})
+}
+
+// execIn runs a prepared savepoint statement (or its text) in sqlTx.
+func execIn(sqlTx *sql.Tx, st *sql.Stmt, text string) error {
+	bg := context.Background()
+	var err error
+	if st != nil {
+		_, err = sqlTx.StmtContext(bg, st).ExecContext(bg)
+	} else {
+		_, err = sqlTx.ExecContext(bg, text)
+	}
+	return err
+}
+
 // runOne runs one caller's fn inside a savepoint of the batch transaction.
 func (g *groupCommitter) runOne(sqlTx *sql.Tx, r *groupReq) (err error) {
-	bg := context.Background()
-	if _, err := sqlTx.ExecContext(bg, `SAVEPOINT praxis_caller`); err != nil {
+	if err := execIn(sqlTx, g.savepoint, `SAVEPOINT praxis_caller`); err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
 	tx := &DB{shared: g.shared, tx: sqlTx, hooks: &r.hooks}
@@ -155,9 +201,9 @@ func (g *groupCommitter) runOne(sqlTx *sql.Tx, r *groupReq) (err error) {
 		}
 		if err != nil {
 			r.hooks = nil
-			_, _ = sqlTx.ExecContext(bg, `ROLLBACK TO praxis_caller`)
+			_ = execIn(sqlTx, g.rollbackTo, `ROLLBACK TO praxis_caller`)
 		}
-		_, _ = sqlTx.ExecContext(bg, `RELEASE praxis_caller`)
+		_ = execIn(sqlTx, g.release, `RELEASE praxis_caller`)
 	}()
 	return r.fn(tx)
 }
