@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -298,8 +301,17 @@ func (m *Media) follow(ctx context.Context, loc string) (*media.RemoteContent, e
 	}, nil
 }
 
+// defaultRedirectClient follows Location parts. It dials public addresses
+// only: a partner must not be able to point our server at its own
+// loopback, the practice's internal network or cloud metadata services.
 var defaultRedirectClient = &http.Client{
 	Timeout: mediaRedirectTimeout,
+	Transport: &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, Control: publicAddressesOnly}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   true,
+	},
 	CheckRedirect: func(req *http.Request, via []*http.Request) error {
 		if len(via) >= maxMediaRedirects {
 			return errors.New("too many redirects")
@@ -310,3 +322,31 @@ var defaultRedirectClient = &http.Client{
 		return nil
 	},
 }
+
+// publicAddressesOnly refuses connections to loopback, private,
+// link-local, unspecified and multicast addresses (checked on the address
+// actually dialled, after name resolution).
+func publicAddressesOnly(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("refusing to dial %s: not an IP address", address)
+	}
+	if !publicAddr(ip) {
+		return fmt.Errorf("refusing to dial %s: not a public address", address)
+	}
+	return nil
+}
+
+func publicAddr(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsValid() && !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() || carrierNAT.Contains(ip))
+}
+
+// carrierNAT is the shared address space of RFC 6598, internal to
+// providers and not covered by netip's IsPrivate.
+var carrierNAT = netip.MustParsePrefix("100.64.0.0/10")
