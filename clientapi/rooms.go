@@ -84,14 +84,20 @@ func (a *API) joinRoom(r *http.Request, dev *users.Device) (*roomIDResponse, err
 }
 
 func (a *API) join(r *http.Request, dev *users.Device, target string) (*roomIDResponse, error) {
-	var req reasonRequest
-	if err := httputil.DecodeJSON(r, &req); err != nil {
+	// The body is reason (and third_party_signed, not supported); other
+	// keys a client adds go into its member event, as clients expect.
+	var body map[string]any
+	if err := httputil.DecodeJSON(r, &body); err != nil {
 		return nil, err
+	}
+	reason, ok := body["reason"].(string)
+	if _, given := body["reason"]; given && !ok {
+		return nil, httputil.BadJSON("reason must be a string")
 	}
 	// via (and its older name server_name) lists servers to join a
 	// remote room through.
 	via := append(r.URL.Query()["via"], r.URL.Query()["server_name"]...)
-	roomID, err := a.Rooms.JoinVia(r.Context(), dev.UserID, target, req.Reason, via)
+	roomID, err := a.Rooms.JoinViaContent(r.Context(), dev.UserID, target, roomserver.JoinContent{Reason: reason, Extra: body}, via)
 	if err != nil {
 		return nil, err
 	}

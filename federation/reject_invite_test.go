@@ -6,6 +6,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"praxis/internal/hstest"
@@ -128,4 +129,27 @@ func TestInviteIntoResidentRoomShowsRoomState(t *testing.T) {
 		}
 		return name && inviter
 	})
+}
+
+// A join through another server keeps the keys the client added to its
+// join body, as a local join does.
+func TestRemoteJoinKeepsBodyContent(t *testing.T) {
+	ctx := context.Background()
+	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
+	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := bob.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "join", created.RoomID.String()}, map[string]string{"via": "hs1.test"})
+	if _, err := bob.MakeRequest(ctx, "POST", url, map[string]any{"foo": "bar", "membership": "ban"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := alice.StateEvent(ctx, created.RoomID, event.StateMember, bob.UserID.String(), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c["foo"] != "bar" || c["membership"] != "join" {
+		t.Errorf("bob's member content on hs1 = %v, want foo=bar and membership join", c)
+	}
 }

@@ -25,6 +25,29 @@ type MembershipRequest struct {
 	Reason string
 	// IsDirect marks an invite as a direct chat.
 	IsDirect bool
+	// Extra are further content keys a client put into its join body;
+	// the server's own keys (membership, profile, reason) win.
+	Extra map[string]any
+}
+
+// JoinContent is what a client's join request adds to its member event.
+type JoinContent struct {
+	Reason string
+	// Extra are the body's other keys (Matrix clients may add their own).
+	Extra map[string]any
+}
+
+// joinExtra drops from a join body's extra keys those only the server
+// may set: the membership itself, a restricted join's authoriser, a third
+// party invite's proof.
+func joinExtra(extra map[string]any) map[string]any {
+	for _, k := range []string{"membership", "reason", "join_authorised_via_users_server", "third_party_invite", "third_party_signed"} {
+		delete(extra, k)
+	}
+	if len(extra) == 0 {
+		return nil
+	}
+	return extra
 }
 
 // membershipChange describes one transition for changeMembership.
@@ -77,7 +100,11 @@ func (s *Service) changeMembership(ctx context.Context, req MembershipRequest, c
 				return err
 			}
 		}
-		content := map[string]any{"membership": c.membership}
+		content := map[string]any{}
+		for k, v := range req.Extra {
+			content[k] = v
+		}
+		content["membership"] = c.membership
 		if req.Reason != "" {
 			content["reason"] = req.Reason
 		}
@@ -159,6 +186,10 @@ func (s *Service) aliasRoom(ctx context.Context, alias string) (string, error) {
 // Join joins userID to a local room by ID or alias and returns the room
 // ID. Joining a room one is already in changes nothing.
 func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string) (string, error) {
+	return s.joinWith(ctx, userID, roomIDOrAlias, JoinContent{Reason: reason})
+}
+
+func (s *Service) joinWith(ctx context.Context, userID, roomIDOrAlias string, jc JoinContent) (string, error) {
 	if s.policy != nil && strings.HasPrefix(roomIDOrAlias, "#") {
 		if roomID, err := s.policy.JoinVirtual(ctx, userID, roomIDOrAlias); err != nil || roomID != "" {
 			return roomID, err
@@ -177,7 +208,7 @@ func (s *Service) Join(ctx context.Context, userID, roomIDOrAlias, reason string
 	if err != nil && err != ErrUnknownUser {
 		return "", fmt.Errorf("profile of %s: %w", userID, err)
 	}
-	_, err = s.changeMembership(ctx, MembershipRequest{RoomID: roomID, Sender: userID, Target: userID, Reason: reason}, membershipChange{
+	_, err = s.changeMembership(ctx, MembershipRequest{RoomID: roomID, Sender: userID, Target: userID, Reason: jc.Reason, Extra: joinExtra(jc.Extra)}, membershipChange{
 		membership: spec.Join, displayName: dn, avatarURL: av,
 		check:   func(old string) (bool, error) { return old == spec.Join, nil },
 		prepare: s.authoriseRestrictedJoin,

@@ -511,11 +511,17 @@ func (s *Service) storeOutOfBand(ctx context.Context, tx *storage.DB, room *room
 // server — or, when none of these is known, the room ID's server; only
 // partners on the allowlist.
 func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason string, via []string) (string, error) {
+	return s.JoinViaContent(ctx, userID, roomIDOrAlias, JoinContent{Reason: reason}, via)
+}
+
+// JoinViaContent is JoinVia with what the client's join body carried.
+func (s *Service) JoinViaContent(ctx context.Context, userID, roomIDOrAlias string, jc JoinContent, via []string) (string, error) {
+	jc.Extra = joinExtra(jc.Extra)
 	roomID := roomIDOrAlias
 	if strings.HasPrefix(roomIDOrAlias, "#") {
 		aliasServer := serverOfID(roomIDOrAlias)
 		if aliasServer == s.serverName || s.fed == nil {
-			return s.Join(ctx, userID, roomIDOrAlias, reason)
+			return s.joinWith(ctx, userID, roomIDOrAlias, jc)
 		}
 		if !s.fed.allowed(aliasServer) {
 			return "", httputil.Forbidden(aliasServer + " is not a federation partner of this server")
@@ -547,7 +553,7 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 			return "", err
 		}
 		if ok || s.fed == nil {
-			joined, err := s.Join(ctx, userID, roomID, reason)
+			joined, err := s.joinWith(ctx, userID, roomID, jc)
 			if err == nil || s.fed == nil || !joinViaOtherServer(err) {
 				return joined, err
 			}
@@ -559,7 +565,7 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 			}
 			slog.InfoContext(ctx, "restricted join goes through another server", "room_id", roomID, "user_id", userID, "reason", err.Error())
 			via = append(via, servers...)
-			joined, rerr := s.joinVia(ctx, userID, roomID, reason, via)
+			joined, rerr := s.joinVia(ctx, userID, roomID, jc, via)
 			var he *httputil.Error
 			if rerr == nil {
 				return joined, nil
@@ -567,7 +573,7 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 			// Asking elsewhere took a round trip, in which the events that
 			// let us vouch (a power level change, the user's join of an
 			// allowed room) may have reached us: judge once more.
-			if joined, err2 := s.Join(ctx, userID, roomID, reason); err2 == nil || !joinViaOtherServer(err2) {
+			if joined, err2 := s.joinWith(ctx, userID, roomID, jc); err2 == nil || !joinViaOtherServer(err2) {
 				return joined, err2
 			}
 			if errors.As(rerr, &he) && he.Status == http.StatusForbidden {
@@ -591,12 +597,12 @@ func (s *Service) JoinVia(ctx context.Context, userID, roomIDOrAlias, reason str
 		// the joiner's choice).
 		via = append(via, srv)
 	}
-	return s.joinVia(ctx, userID, roomID, reason, via)
+	return s.joinVia(ctx, userID, roomID, jc, via)
 }
 
 // joinVia tries a remote join through each server of via in turn, until
 // one succeeds or refuses with 403.
-func (s *Service) joinVia(ctx context.Context, userID, roomID, reason string, via []string) (string, error) {
+func (s *Service) joinVia(ctx context.Context, userID, roomID string, jc JoinContent, via []string) (string, error) {
 	var tried []string
 	var lastErr error
 	for _, srv := range via {
@@ -608,7 +614,7 @@ func (s *Service) joinVia(ctx context.Context, userID, roomID, reason string, vi
 			lastErr = httputil.Forbidden(srv + " is not a federation partner of this server")
 			continue
 		}
-		if err := s.joinRemote(ctx, srv, roomID, userID, reason); err != nil {
+		if err := s.joinRemote(ctx, srv, roomID, userID, jc); err != nil {
 			slog.WarnContext(ctx, "remote join failed", "room_id", roomID, "server", srv, "err", err)
 			lastErr = err
 			var he *httputil.Error
@@ -660,7 +666,7 @@ func remoteError(what string, err error) error {
 
 // joinRemote runs make_join and send_join against server and stores the
 // room's state, auth chain and our join.
-func (s *Service) joinRemote(ctx context.Context, server, roomID, userID, reason string) error {
+func (s *Service) joinRemote(ctx context.Context, server, roomID, userID string, jc JoinContent) error {
 	if err := s.checkRemoteMembership(ctx, roomID, userID, userID, []byte(`{"membership":"join"}`)); err != nil {
 		return err
 	}
@@ -679,9 +685,12 @@ func (s *Service) joinRemote(ctx context.Context, server, roomID, userID, reason
 	}
 	content := map[string]any{}
 	_ = json.Unmarshal(pe.Content, &content)
+	for k, v := range jc.Extra {
+		content[k] = v
+	}
 	content["membership"] = spec.Join
-	if reason != "" {
-		content["reason"] = reason
+	if jc.Reason != "" {
+		content["reason"] = jc.Reason
 	}
 	dn, av, err := s.profile(ctx, userID)
 	if err != nil && !errors.Is(err, ErrUnknownUser) {
