@@ -87,12 +87,8 @@ func init() {
 				Entries   []auditEntry `json:"entries"`
 				NextToken string       `json:"next_token"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, "/_praxis/admin/v1/audit", q, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, "/_praxis/admin/v1/audit", q, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tTARGET\tRESULT\tPARAMS")

@@ -208,12 +208,8 @@ func init() {
 				return err
 			}
 			var p practiceInfo
-			raw, err := a.do(context.Background(), http.MethodPost, practicesPath, nil, body, &p)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodPost, practicesPath, nil, body, &p); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "created practice %s (service account %s)\n", p.ID, p.ServiceUser)
 			return nil
@@ -234,12 +230,8 @@ func init() {
 			var resp struct {
 				Practices []practiceInfo `json:"practices"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, practicesPath, nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, practicesPath, nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PRACTICE\tNAME\tSERVICE ACCOUNT\tCREATED")
@@ -264,12 +256,8 @@ func init() {
 				return err
 			}
 			var p practiceInfo
-			raw, err := a.do(context.Background(), http.MethodGet, practicePath(args[0]), nil, nil, &p)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, practicePath(args[0]), nil, nil, &p); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			c.printPractice(&p)
 			return nil
@@ -297,12 +285,8 @@ func init() {
 				return err
 			}
 			var p practiceInfo
-			raw, err := a.do(context.Background(), http.MethodPut, practicePath(args[0]), nil, body, &p)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodPut, practicePath(args[0]), nil, body, &p); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			c.printPractice(&p)
 			return nil
@@ -385,12 +369,8 @@ func init() {
 					Note    string `json:"note"`
 				} `json:"absences"`
 			}
-			raw, err := a.do(ctx, http.MethodGet, practicePath(args[0], "absences"), nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodGet, practicePath(args[0], "absences"), nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tFROM\tUNTIL\tNOTE")
@@ -519,12 +499,8 @@ func init() {
 					AddedTS int64  `json:"added_ts"`
 				} `json:"staff"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, practicePath(sf.practice.id, "staff"), nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, practicePath(sf.practice.id, "staff"), nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "USER ID\tROLE\tON DUTY\tADDED")
@@ -678,12 +654,8 @@ func init() {
 					Revoked   bool   `json:"revoked"`
 				} `json:"codes"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, practicePath(cl.practice.id, "codes"), nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, practicePath(cl.practice.id, "codes"), nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tKIND\tUSES\tEXPIRES\tREVOKED\tCREATED BY")
@@ -742,12 +714,8 @@ func init() {
 					EndedTS   int64  `json:"ended_ts"`
 				} `json:"couplings"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, practicePath(cl.practice.id, "couplings"), nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, practicePath(cl.practice.id, "couplings"), nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			sort.Slice(resp.Couplings, func(i, j int) bool { return resp.Couplings[i].CreatedTS < resp.Couplings[j].CreatedTS })
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
@@ -785,12 +753,8 @@ func (c *cli) putStaff(user, practice string, body map[string]any, verb string) 
 	var st struct {
 		Role string `json:"role"`
 	}
-	raw, err := a.do(ctx, http.MethodPut, practicePath(practice, "staff", id), nil, body, &st)
-	if err != nil {
+	if printed, err := c.call(ctx, a, http.MethodPut, practicePath(practice, "staff", id), nil, body, &st); printed || err != nil {
 		return err
-	}
-	if c.json {
-		return c.printJSON(raw)
 	}
 	fmt.Fprintf(c.stdout, "%s %s as %s of practice %s\n", verb, id, st.Role, practice)
 	return nil

@@ -152,6 +152,17 @@ func isNotFound(err error) bool {
 }
 
 // printJSON writes raw JSON indented.
+// call runs a request and, with --json, prints the server's answer as it
+// came: printed tells the caller that the output is done and only the
+// table it would draw is left out.
+func (c *cli) call(ctx context.Context, a *api, method, path string, query url.Values, body, out any) (printed bool, err error) {
+	raw, err := a.do(ctx, method, path, query, body, out)
+	if err != nil || !c.json {
+		return false, err
+	}
+	return true, c.printJSON(raw)
+}
+
 func (c *cli) printJSON(raw json.RawMessage) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, raw, "", "  "); err != nil {

@@ -34,12 +34,8 @@ func init() {
 				} `json:"devices"`
 				Total int `json:"total"`
 			}
-			raw, err := a.do(ctx, http.MethodGet, "/_synapse/admin/v2/users/"+pathEsc(id)+"/devices", nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodGet, "/_synapse/admin/v2/users/"+pathEsc(id)+"/devices", nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "DEVICE ID\tNAME\tLAST SEEN\tLAST IP")
@@ -90,12 +86,8 @@ func init() {
 					devices = append(devices, d.DeviceID)
 				}
 			}
-			raw, err := a.do(ctx, http.MethodPost, "/_synapse/admin/v2/users/"+pathEsc(id)+"/delete_devices", nil, map[string]any{"devices": devices}, nil)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodPost, "/_synapse/admin/v2/users/"+pathEsc(id)+"/delete_devices", nil, map[string]any{"devices": devices}, nil); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "logged out %d device(s) of %s\n", len(devices), id)
 			return nil
@@ -122,12 +114,8 @@ func init() {
 				JoinedRooms []string `json:"joined_rooms"`
 				Total       int      `json:"total"`
 			}
-			raw, err := a.do(ctx, http.MethodGet, "/_synapse/admin/v1/users/"+pathEsc(id)+"/joined_rooms", nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodGet, "/_synapse/admin/v1/users/"+pathEsc(id)+"/joined_rooms", nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			for _, r := range resp.JoinedRooms {
 				fmt.Fprintln(c.stdout, r)

@@ -65,12 +65,8 @@ func init() {
 			if !allowed {
 				method = http.MethodDelete
 			}
-			raw, err := a.do(context.Background(), method, allowlistPath+"/"+pathEsc(args[0]), nil, nil, nil)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, method, allowlistPath+"/"+pathEsc(args[0]), nil, nil, nil); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			verb := "denied"
 			if allowed {
@@ -104,12 +100,8 @@ func init() {
 			var resp struct {
 				Servers []allowEntry `json:"servers"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, allowlistPath, nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, allowlistPath, nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SERVER\tALLOWED\tSOURCE\tCHANGED BY\tCHANGED")

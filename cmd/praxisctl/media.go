@@ -126,12 +126,8 @@ func init() {
 				NextToken *int         `json:"next_token"`
 				Total     int          `json:"total"`
 			}
-			raw, err := a.do(ctx, http.MethodGet, "/_synapse/admin/v1/users/"+pathEsc(id)+"/media", q, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodGet, "/_synapse/admin/v1/users/"+pathEsc(id)+"/media", q, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			// Only local users have a list, so their server is the media's.
 			_, server, _ := strings.Cut(id, ":")
@@ -190,12 +186,8 @@ func init() {
 				if !on {
 					verb = "unquarantine"
 				}
-				raw, err := a.do(context.Background(), http.MethodPost, "/_synapse/admin/v1/media/"+verb+"/"+pathEsc(server)+"/"+pathEsc(mediaID), nil, map[string]any{}, nil)
-				if err != nil {
+				if printed, err := c.call(context.Background(), a, http.MethodPost, "/_synapse/admin/v1/media/"+verb+"/"+pathEsc(server)+"/"+pathEsc(mediaID), nil, map[string]any{}, nil); printed || err != nil {
 					return err
-				}
-				if c.json {
-					return c.printJSON(raw)
 				}
 				fmt.Fprintf(c.stdout, "%s mxc://%s/%s\n", done, server, mediaID)
 				return nil
@@ -219,12 +211,8 @@ func init() {
 				return err
 			}
 			var resp mediaDeleted
-			raw, err := a.do(context.Background(), http.MethodDelete, "/_synapse/admin/v1/media/"+pathEsc(server)+"/"+pathEsc(mediaID), nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodDelete, "/_synapse/admin/v1/media/"+pathEsc(server)+"/"+pathEsc(mediaID), nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "deleted mxc://%s/%s\n", server, mediaID)
 			return nil
@@ -268,12 +256,8 @@ func init() {
 				"keep_profiles": {strconv.FormatBool(purge.keepProfiles)},
 			}
 			var resp mediaDeleted
-			raw, err := a.do(context.Background(), http.MethodPost, "/_synapse/admin/v1/media/delete", q, map[string]any{}, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodPost, "/_synapse/admin/v1/media/delete", q, map[string]any{}, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "deleted %d files uploaded before %s\n", resp.Total, time.UnixMilli(before).UTC().Format("2006-01-02 15:04:05Z"))
 			return nil

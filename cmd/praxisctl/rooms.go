@@ -71,12 +71,8 @@ func init() {
 				TotalRooms int           `json:"total_rooms"`
 				NextBatch  *int          `json:"next_batch"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, "/_synapse/admin/v1/rooms", q, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, "/_synapse/admin/v1/rooms", q, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ROOM ID\tNAME\tALIAS\tMEMBERS\tLOCAL\tENCRYPTED\tVERSION\tPUBLIC")
@@ -106,12 +102,8 @@ func init() {
 				return err
 			}
 			var r roomDetails
-			raw, err := a.do(context.Background(), http.MethodGet, "/_synapse/admin/v1/rooms/"+pathEsc(args[0]), nil, nil, &r)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, "/_synapse/admin/v1/rooms/"+pathEsc(args[0]), nil, nil, &r); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			for _, kv := range [][2]string{
@@ -143,12 +135,8 @@ func init() {
 				Members []string `json:"members"`
 				Total   int      `json:"total"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, "/_synapse/admin/v1/rooms/"+pathEsc(args[0])+"/members", nil, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, "/_synapse/admin/v1/rooms/"+pathEsc(args[0])+"/members", nil, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			for _, m := range resp.Members {
 				fmt.Fprintln(c.stdout, m)

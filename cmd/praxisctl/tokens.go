@@ -79,12 +79,8 @@ func init() {
 				return err
 			}
 			var tok regToken
-			raw, err := a.do(context.Background(), http.MethodPost, "/_synapse/admin/v1/registration_tokens/new", nil, body, &tok)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodPost, "/_synapse/admin/v1/registration_tokens/new", nil, body, &tok); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "created registration token %s (uses: %s, expires: %s)\n", tok.Token, usesText(tok.UsesAllowed), expiryText(tok.ExpiryTime))
 			return nil
@@ -119,12 +115,8 @@ func init() {
 			var resp struct {
 				Tokens []regToken `json:"registration_tokens"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, "/_synapse/admin/v1/registration_tokens", q, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, "/_synapse/admin/v1/registration_tokens", q, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TOKEN\tUSES ALLOWED\tPENDING\tCOMPLETED\tEXPIRES")
@@ -149,12 +141,8 @@ func init() {
 				return err
 			}
 			var t regToken
-			raw, err := a.do(context.Background(), http.MethodGet, "/_synapse/admin/v1/registration_tokens/"+pathEsc(args[0]), nil, nil, &t)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, "/_synapse/admin/v1/registration_tokens/"+pathEsc(args[0]), nil, nil, &t); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "token:\t%s\nuses allowed:\t%s\npending:\t%d\ncompleted:\t%d\nexpires:\t%s\n",
 				t.Token, usesText(t.UsesAllowed), t.Pending, t.Completed, expiryText(t.ExpiryTime))
@@ -173,12 +161,8 @@ func init() {
 			if err != nil {
 				return err
 			}
-			raw, err := a.do(context.Background(), http.MethodDelete, "/_synapse/admin/v1/registration_tokens/"+pathEsc(args[0]), nil, nil, nil)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodDelete, "/_synapse/admin/v1/registration_tokens/"+pathEsc(args[0]), nil, nil, nil); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "deleted registration token %s\n", args[0])
 			return nil

@@ -175,12 +175,8 @@ func init() {
 				body["displayname"] = create.displayName
 			}
 			var u userDetails
-			raw, err := a.do(ctx, http.MethodPut, "/_synapse/admin/v2/users/"+pathEsc(id), nil, body, &u)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodPut, "/_synapse/admin/v2/users/"+pathEsc(id), nil, body, &u); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "created %s (admin: %s)\n", u.Name, yesNo(u.Admin))
 			if generated {
@@ -228,12 +224,8 @@ func init() {
 				NextToken string        `json:"next_token"`
 				Total     int           `json:"total"`
 			}
-			raw, err := a.do(context.Background(), http.MethodGet, "/_synapse/admin/v2/users", q, nil, &resp)
-			if err != nil {
+			if printed, err := c.call(context.Background(), a, http.MethodGet, "/_synapse/admin/v2/users", q, nil, &resp); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "USER ID\tDISPLAY NAME\tADMIN\tDEACTIVATED\tKIND\tCREATED")
@@ -267,12 +259,8 @@ func init() {
 				return err
 			}
 			var u userDetails
-			raw, err := a.do(ctx, http.MethodGet, "/_synapse/admin/v2/users/"+pathEsc(id), nil, nil, &u)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodGet, "/_synapse/admin/v2/users/"+pathEsc(id), nil, nil, &u); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 			for _, kv := range [][2]string{
@@ -301,12 +289,8 @@ func init() {
 			if err != nil {
 				return err
 			}
-			raw, err := a.do(ctx, http.MethodPost, "/_synapse/admin/v1/deactivate/"+pathEsc(id), nil, map[string]any{}, nil)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodPost, "/_synapse/admin/v1/deactivate/"+pathEsc(id), nil, map[string]any{}, nil); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			fmt.Fprintf(c.stdout, "deactivated %s\n", id)
 			return nil
@@ -381,12 +365,8 @@ func init() {
 			if err != nil {
 				return err
 			}
-			raw, err := a.do(ctx, http.MethodPut, "/_synapse/admin/v1/users/"+pathEsc(id)+"/admin", nil, map[string]any{"admin": !makeAdmin.revoke}, nil)
-			if err != nil {
+			if printed, err := c.call(ctx, a, http.MethodPut, "/_synapse/admin/v1/users/"+pathEsc(id)+"/admin", nil, map[string]any{"admin": !makeAdmin.revoke}, nil); printed || err != nil {
 				return err
-			}
-			if c.json {
-				return c.printJSON(raw)
 			}
 			if makeAdmin.revoke {
 				fmt.Fprintf(c.stdout, "%s is no longer a server admin\n", id)
