@@ -278,10 +278,7 @@ func testGapStateAuthChecked(t *testing.T, n *hstest.Network) {
 	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
-	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
-	if r := send(t, hs1, "hs2.test", "gap-join", join.JSON())[join.EventID()]; r.Error != "" {
-		t.Fatalf("join: %q", r.Error)
-	}
+	room.joinFrom(t, hs1, bob)
 	head, _, state := room.head()
 	empty := ""
 	forgedName := room.buildOn(head, "hs1.test", keyID, key, bob, "m.room.name", &empty, map[string]any{"name": "not bob's to set"})

@@ -66,6 +66,17 @@ func (r *remoteRoom) head() (prev []string, depth int64, state map[string]string
 
 // build makes an event from sender signed by server/key on top of the
 // receiving server's head, with auth events picked from its state.
+// joinFrom has user, of hs1, join the room through a transaction to the
+// room's server, failing the test if the join is not accepted.
+func (r *remoteRoom) joinFrom(t *testing.T, hs1 *hstest.Server, user string) gomatrixserverlib.PDU {
+	t.Helper()
+	join := r.build(hs1.Config.ServerName, hs1.SigningKey.KeyID, hs1.SigningKey.PrivateKey, user, "m.room.member", &user, map[string]any{"membership": "join"})
+	if res := send(t, hs1, r.target.Config.ServerName, "join-"+join.EventID(), join.JSON())[join.EventID()]; res.Error != "" {
+		t.Fatalf("join of %s: %s", user, res.Error)
+	}
+	return join
+}
+
 func (r *remoteRoom) build(server string, keyID string, key ed25519.PrivateKey, sender, evType string, stateKey *string, content any) gomatrixserverlib.PDU {
 	r.t.Helper()
 	return r.buildOn(nil, server, keyID, key, sender, evType, stateKey, content)
@@ -277,10 +288,7 @@ func testInboundForkIsMerged(t *testing.T, n *hstest.Network) {
 	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
-	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
-	if r := send(t, hs1, "hs2.test", "j", join.JSON())[join.EventID()]; r.Error != "" {
-		t.Fatal(r.Error)
-	}
+	join := room.joinFrom(t, hs1, bob)
 	ctx := context.Background()
 	local, err := alice.SendText(ctx, mautrixRoom(room.roomID), "local")
 	if err != nil {
@@ -343,10 +351,7 @@ func testInboundSoftFail(t *testing.T, n *hstest.Network) {
 	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
-	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
-	if r := send(t, hs1, "hs2.test", "j", join.JSON())[join.EventID()]; r.Error != "" {
-		t.Fatal(r.Error)
-	}
+	join := room.joinFrom(t, hs1, bob)
 	ctx := context.Background()
 	_, _, room.authState = room.head()
 	if _, err := alice.BanUser(ctx, mautrixRoom(room.roomID), &mautrix.ReqBanUser{UserID: id.UserID(bob)}); err != nil {
@@ -384,10 +389,7 @@ func testInboundServerACL(t *testing.T, n *hstest.Network) {
 	_, hs1, hs2, alice, room := setup(t, n)
 	key, keyID := hs1.SigningKey.PrivateKey, hs1.SigningKey.KeyID
 	bob := "@bob:hs1.test"
-	join := room.build("hs1.test", keyID, key, bob, "m.room.member", &bob, map[string]any{"membership": "join"})
-	if r := send(t, hs1, "hs2.test", "j", join.JSON())[join.EventID()]; r.Error != "" {
-		t.Fatal(r.Error)
-	}
+	room.joinFrom(t, hs1, bob)
 	ctx := context.Background()
 	if _, err := alice.SendStateEvent(ctx, mautrixRoom(room.roomID), event.StateServerACL, "", map[string]any{"allow": []string{"*"}, "deny": []string{"hs1.test"}}); err != nil {
 		t.Fatal(err)
