@@ -67,19 +67,11 @@ func TestServerACLOverFederation(t *testing.T) {
 		alice := n.Server("hs1.test").Register(t, "alice")
 		bob, charlie := hs2.Register(t, "bob"), n.Server("hs3.test").Register(t, "charlie")
 
-		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "acl"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		room := created.RoomID
+		room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "acl"})
 		if err := joinVia(bob, room, "hs1.test"); err != nil {
 			t.Fatal(err)
 		}
-		created, err = alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "sentinel"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sentinel := created.RoomID
+		sentinel := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "sentinel"})
 		for _, c := range []*mautrix.Client{bob, charlie} {
 			if err := joinVia(c, sentinel, "hs1.test"); err != nil {
 				t.Fatal(err)

@@ -22,14 +22,8 @@ func testPartnerOfflineCatchesUpInOrder(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
-		t.Fatal(err)
-	}
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	mustInvite(t, alice, room, bob.UserID)
 	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
 		t.Fatal(err)
 	}

@@ -16,11 +16,7 @@ func TestTypingAndReceiptsFederate(t *testing.T) {
 	ctx := context.Background()
 	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
 		t.Fatal(err)
 	}

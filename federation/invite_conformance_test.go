@@ -209,11 +209,7 @@ func TestRemoteMembershipAfterLeaving(t *testing.T) {
 func testRemoteMembershipAfterLeaving(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
 	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
 		t.Fatalf("join: %v", err)
 	}

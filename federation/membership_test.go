@@ -25,6 +25,24 @@ func eachNetwork(t *testing.T, fn func(t *testing.T, n *hstest.Network)) {
 	}
 }
 
+// mustCreateRoom creates a room as c and returns its ID.
+func mustCreateRoom(t *testing.T, c *mautrix.Client, req *mautrix.ReqCreateRoom) id.RoomID {
+	t.Helper()
+	created, err := c.CreateRoom(context.Background(), req)
+	if err != nil {
+		t.Fatalf("create room: %v", err)
+	}
+	return created.RoomID
+}
+
+// mustInvite has c invite user into room.
+func mustInvite(t *testing.T, c *mautrix.Client, room id.RoomID, user id.UserID) {
+	t.Helper()
+	if _, err := c.InviteUser(context.Background(), room, &mautrix.ReqInviteUser{UserID: user}); err != nil {
+		t.Fatalf("invite %s: %v", user, err)
+	}
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -68,11 +86,7 @@ func testRemoteInviteJoinTalkLeave(t *testing.T, n *hstest.Network) {
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
 
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "cardiology consult"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "cardiology consult"})
 	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
 		t.Fatalf("invite remote user: %v", err)
 	}
@@ -123,14 +137,8 @@ func TestRemoteInviteRejected(t *testing.T) {
 	ctx := context.Background()
 	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
-		t.Fatal(err)
-	}
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	mustInvite(t, alice, room, bob.UserID)
 	if _, err := bob.LeaveRoom(ctx, room); err != nil {
 		t.Fatalf("reject remote invite: %v", err)
 	}
@@ -172,11 +180,7 @@ func TestJoinBackfillsHistory(t *testing.T) { eachNetwork(t, testJoinBackfillsHi
 func testJoinBackfillsHistory(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
 	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	for _, body := range []string{"one", "two", "three"} {
 		if _, err := alice.SendText(ctx, room, body); err != nil {
 			t.Fatal(err)
@@ -262,14 +266,8 @@ func TestRemoteInviteIntoResidentRoom(t *testing.T) {
 	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	hs2 := n.Server("hs2.test")
 	alice, bob, carol := n.Server("hs1.test").Register(t, "alice"), hs2.Register(t, "bob"), hs2.Register(t, "carol")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
-		t.Fatal(err)
-	}
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	mustInvite(t, alice, room, bob.UserID)
 	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
 		t.Fatal(err)
 	}
@@ -294,11 +292,7 @@ func TestRejoinAfterLeavingTakesFreshState(t *testing.T) {
 	ctx := context.Background()
 	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -429,11 +423,7 @@ func TestThreeServers(t *testing.T) {
 	ctx := context.Background()
 	n := hstest.NewNetwork(t, "hs1.test", "hs2.test", "hs3.test")
 	alice, bob, carol := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob"), n.Server("hs3.test").Register(t, "carol")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if _, err := carol.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{"hs1.test"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -28,14 +28,8 @@ func TestRejectRemoteInviteShowsLeaveInSync(t *testing.T) {
 			ctx := context.Background()
 			n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 			alice, bob := n.Server("hs1.test").Register(t, "alice"), n.Server("hs2.test").Register(t, "bob")
-			created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			room := created.RoomID
-			if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
-				t.Fatal(err)
-			}
+			room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+			mustInvite(t, alice, room, bob.UserID)
 			first, err := bob.SyncRequest(ctx, 0, "", "", false, "")
 			if err != nil {
 				t.Fatal(err)
@@ -96,20 +90,12 @@ func TestInviteIntoResidentRoomShowsRoomState(t *testing.T) {
 	n := hstest.NewNetwork(t, "hs1.test", "hs2.test")
 	hs2 := n.Server("hs2.test")
 	alice, bob, carol := n.Server("hs1.test").Register(t, "alice"), hs2.Register(t, "bob"), hs2.Register(t, "carol")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Befundbesprechung"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
-	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
-		t.Fatal(err)
-	}
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Befundbesprechung"})
+	mustInvite(t, alice, room, bob.UserID)
 	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
-		t.Fatal(err)
-	}
+	mustInvite(t, alice, room, carol.UserID)
 	waitFor(t, "carol's invite", func() bool {
 		resp, err := carol.SyncRequest(ctx, 0, "", "", false, "")
 		if err != nil {

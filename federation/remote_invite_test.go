@@ -22,11 +22,7 @@ func testRemoteInviteFailures(t *testing.T, n *hstest.Network) {
 	ctx := context.Background()
 	hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 	alice, bob := hs1.Register(t, "alice"), hs2.Register(t, "bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Konsil"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := created.RoomID
+	room := mustCreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Konsil"})
 
 	for _, tc := range []struct {
 		name       string

@@ -259,14 +259,11 @@ func TestRestrictedJoinFailOver(t *testing.T) {
 // own user through a resident server that can vouch.
 func TestRestrictedJoinLocalUserThroughOtherServer(t *testing.T) {
 	hstest.EachNetwork(t, []string{"hs1.test", "hs2.test"}, func(t *testing.T, n *hstest.Network) {
-		ctx := context.Background()
 		hs1, hs2 := n.Server("hs1.test"), n.Server("hs2.test")
 		charlie := hs2.Register(t, "charlie")
 		alice, bob := hs1.Register(t, "alice"), hs1.Register(t, "bob")
 		allowed, room := restrictedRoom(t, charlie, "8", "hs2.test")
-		if _, err := charlie.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: alice.UserID}); err != nil {
-			t.Fatal(err)
-		}
+		mustInvite(t, charlie, room, alice.UserID)
 		waitFor(t, "alice's invite", func() bool { return joinVia(alice, room, "hs2.test") == nil })
 
 		if err := joinVia(bob, room, "hs1.test"); err == nil {
