@@ -559,19 +559,14 @@ func (s *Service) SharingARoom(ctx context.Context, userID string, others []stri
 	q, args := storage.In(`SELECT DISTINCT m2.user_id FROM room_members m1
 		JOIN room_members m2 ON m2.room_nid = m1.room_nid AND m2.membership = 'join'
 		WHERE m1.user_id = $1 AND m1.membership = 'join' AND m2.user_id IN ($IN)`, 1, others)
-	rows, err := s.db.Query(ctx, q, append([]any{userID}, args...)...)
+	sharing, err := s.db.QueryStrings(ctx, q, append([]any{userID}, args...)...)
 	if err != nil {
 		return nil, fmt.Errorf("users sharing a room with %s: %w", userID, err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
+	for _, u := range sharing {
 		out[u] = true
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // NewRoomMates returns the users who came to share a joined room with
@@ -580,23 +575,14 @@ func (s *Service) SharingARoom(ctx context.Context, userID string, others []stri
 // (A member's latest membership position may also be a profile change;
 // naming such a member again costs one presence event.)
 func (s *Service) NewRoomMates(ctx context.Context, userID string, since, upto int64) ([]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT m2.user_id FROM room_members m1
+	mates, err := s.db.QueryStrings(ctx, `SELECT DISTINCT m2.user_id FROM room_members m1
 		JOIN room_members m2 ON m2.room_nid = m1.room_nid AND m2.membership = 'join'
 		WHERE m1.user_id = $1 AND m1.membership = 'join' AND m2.user_id <> $1
 			AND ((m2.stream_pos > $2 AND m2.stream_pos <= $3) OR (m1.stream_pos > $2 AND m1.stream_pos <= $3))`, userID, since, upto)
 	if err != nil {
 		return nil, fmt.Errorf("new room mates of %s: %w", userID, err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return mates, nil
 }
 
 // SyncGroupsBefore returns the state group before each of the events (an

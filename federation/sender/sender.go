@@ -788,7 +788,7 @@ func (s *Sender) presenceEDUs(ctx context.Context, from, upto int64) (map[string
 		return ok, nil
 	}
 
-	changed, err := s.userList(ctx, `SELECT user_id FROM presence WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3`,
+	changed, err := s.db.QueryStrings(ctx, `SELECT user_id FROM presence WHERE stream_pos > $1 AND stream_pos <= $2 AND user_id LIKE $3`,
 		from, upto, local)
 	if err != nil {
 		return nil, fmt.Errorf("tail presence: %w", err)
@@ -911,24 +911,6 @@ func (s *Sender) presenceOwed() bool {
 		}
 	}
 	return false
-}
-
-// userList runs a query returning one user ID a row.
-func (s *Sender) userList(ctx context.Context, q string, args ...any) ([]string, error) {
-	rows, err := s.db.Query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
 }
 
 // pairs runs a query returning (room ID, user ID) rows.

@@ -105,21 +105,12 @@ func checkPresence(ctx context.Context, db *storage.DB, acl RoomACL, serverName 
 // roomsSharedWithLocal lists the rooms userID is joined to that have a
 // joined member of ours.
 func roomsSharedWithLocal(ctx context.Context, db *storage.DB, userID, serverName string) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT r.room_id FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
+	rooms, err := db.QueryStrings(ctx, `SELECT r.room_id FROM room_members m JOIN rooms r ON r.room_nid = m.room_nid
 		WHERE m.user_id = $1 AND m.membership = 'join'
 		AND EXISTS (SELECT 1 FROM room_members l WHERE l.room_nid = m.room_nid AND l.membership = 'join' AND l.user_id LIKE $2)`,
 		userID, "%:"+serverName)
 	if err != nil {
 		return nil, fmt.Errorf("rooms of %s shared with ours: %w", userID, err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var room string
-		if err := rows.Scan(&room); err != nil {
-			return nil, err
-		}
-		out = append(out, room)
-	}
-	return out, rows.Err()
+	return rooms, nil
 }

@@ -225,6 +225,25 @@ func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row 
 	return db.shared.read.QueryRowContext(ctx, q, args...)
 }
 
+// QueryStrings runs a query whose rows are one text column (IDs, mostly)
+// and returns the values in row order.
+func (db *DB) QueryStrings(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := db.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
 // QueryRowWrite is QueryRow on the write pool, for "INSERT … RETURNING" and
 // for reads that must see the latest commit outside a transaction.
 func (db *DB) QueryRowWrite(ctx context.Context, query string, args ...any) *sql.Row {

@@ -231,3 +231,27 @@ func TestPanicInTransactionReachesCallerAndRollsBack(t *testing.T) {
 		}
 	})
 }
+
+func TestQueryStrings(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		if _, err := db.Exec(ctx, `CREATE TABLE qs (n BIGINT NOT NULL, v TEXT NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range []string{"b", "a", "c"} {
+			if _, err := db.Exec(ctx, `INSERT INTO qs (n, v) VALUES ($1, $2)`, i, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := db.QueryStrings(ctx, `SELECT v FROM qs WHERE n >= $1 ORDER BY n`, 1)
+		if err != nil || fmt.Sprint(got) != "[a c]" {
+			t.Fatalf("QueryStrings = %v, %v; want [a c] in row order", got, err)
+		}
+		if none, err := db.QueryStrings(ctx, `SELECT v FROM qs WHERE n > 9`); err != nil || len(none) != 0 {
+			t.Fatalf("no rows: %v, %v", none, err)
+		}
+		if _, err := db.QueryStrings(ctx, `SELECT v FROM nowhere`); err == nil {
+			t.Fatal("a failing query reported no error")
+		}
+	})
+}
