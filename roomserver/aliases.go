@@ -95,20 +95,12 @@ func (s *Service) DeleteAlias(ctx context.Context, userID string, isAdmin bool, 
 // showing, and trying, a name that no longer resolves. Best effort: the
 // alias is gone either way.
 func (s *Service) dropFromCanonicalAlias(ctx context.Context, userID, roomID, alias string) {
-	current, err := s.CurrentState(ctx, roomID)
+	ev, err := s.RoomStateEvent(ctx, userID, roomID, spec.MRoomCanonicalAlias, "")
 	if err != nil {
-		return
-	}
-	nid, ok := current[[2]string{spec.MRoomCanonicalAlias, ""}]
-	if !ok {
-		return
-	}
-	evs, err := s.EventsByNID(ctx, []int64{nid})
-	if err != nil || len(evs) == 0 {
-		return
+		return // none, or the deleting user cannot see the room's state
 	}
 	var content map[string]any
-	if json.Unmarshal([]byte(gjson.GetBytes(evs[0].JSON, "content").Raw), &content) != nil {
+	if json.Unmarshal([]byte(gjson.GetBytes(ev.JSON, "content").Raw), &content) != nil {
 		return
 	}
 	changed := false
